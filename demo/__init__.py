@@ -1,0 +1,1 @@
+"""How people reach explainzoo: the ``explainzoo`` CLI and the Gradio app."""

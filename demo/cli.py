@@ -1,0 +1,182 @@
+"""The ``explainzoo`` command line: list, layers, explain, demo."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from explainzoo.backbones import (
+    Backbone,
+    ExplainzooError,
+    WeightsUnavailableError,
+    backbone_failures,
+    create_backbone,
+    list_backbones,
+)
+from explainzoo.backbones import backbone_registry, family_registry
+
+
+def _err(msg: str) -> None:
+    print(f"explainzoo: {msg}", file=sys.stderr)
+
+
+def load_backbone(name: str, checkpoint: str | None = None, random_init: bool = False) -> Backbone:
+    """Pretrained weights when reachable; otherwise random init with a visible warning."""
+    if checkpoint or random_init:
+        return create_backbone(name, pretrained=False, checkpoint=checkpoint)
+    try:
+        return create_backbone(name, pretrained=True)
+    except WeightsUnavailableError as exc:
+        _err(f"WARNING: {exc}")
+        _err(f"WARNING: {name} runs on RANDOM INIT: its maps show an untrained network")
+        return create_backbone(name, pretrained=False)
+
+
+def _parse_opts(pairs: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ExplainzooError(f"--opt takes KEY=VALUE, got {pair!r}")
+        k, v = pair.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from explainzoo.explainers import explainer_failures, explainer_registry
+
+    if args.what == "backbones":
+        for name in list_backbones(args.pattern):
+            print(name)
+        backbone_registry.load_all()
+        family_registry.load_all()
+        failures = backbone_failures()
+    else:
+        classes = explainer_registry.load_all()
+        names = explainer_registry.names(args.pattern)
+        width = max((len(n) for n in names), default=0)
+        for name in names:
+            if name in classes:
+                print(f"{name:<{width}}  {classes[name].description}")
+        failures = explainer_failures()
+    for f in failures.values():
+        print(f"BROKEN {f.name} (from {f.dist}): {f.error}")
+        if args.verbose:
+            print(f.traceback)
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    bb = create_backbone(args.backbone, pretrained=False)
+    print(f"{bb.name}: input {bb.input_size[0]}x{bb.input_size[1]}")
+    print("aliases:")
+    for alias, path in bb.layers.items():
+        f = bb.probe.formats.get(path)
+        shape = f"{f.channels}x{f.size[0]}x{f.size[1]}" if f else "?"
+        print(f"  {alias:<8} {path:<40} {shape}")
+    print("layers with a map output (C x h x w at the input size):")
+    for path in bb.map_layers():
+        f = bb.probe.formats[path]
+        print(f"  {path:<48} {f.channels}x{f.size[0]}x{f.size[1]} ({f.layout})")
+    return 0
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from PIL import Image, ImageOps
+
+    from explainzoo.explainers import create_explainer
+    from explainzoo.explainers.render import overlay, tile_grid
+
+    explainer = create_explainer(args.method, **_parse_opts(args.opt))
+    path = Path(args.image)
+    try:
+        with Image.open(path) as im:
+            image = ImageOps.exif_transpose(im).convert("RGB")
+    except (OSError, ValueError) as exc:
+        raise ExplainzooError(f"cannot read image {str(path)!r}: {exc}") from exc
+    bb = load_backbone(args.backbone, args.checkpoint, args.random_init)
+    shown = bb.preprocessing.resize_crop(image)
+    x = bb.preprocessing.normalize(shown)[None]
+    target: Any = args.target
+    if target is not None and target.isdigit():
+        target = int(target)
+    t0 = time.perf_counter()
+    exp = explainer.explain(bb, x, target=target, layer=args.layer)
+    dt = time.perf_counter() - t0
+    if exp.maps is not None:
+        img = overlay(shown, exp, cmap=args.cmap, alpha=args.alpha)
+    else:
+        img = tile_grid(exp, cmap=args.cmap if args.cmap != "jet" else "viridis")
+    out = Path(args.output)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    img.save(out)
+    line = f"{args.method} on {bb.name} [{bb.weights}] layer={exp.layer or '-'}"
+    if exp.targets is not None and exp.scores is not None:
+        t = int(exp.targets[0])
+        line += f" class={t} ({bb.labels[t]}) logit={float(exp.scores[0]):.3f}"
+    print(f"{line} time={dt * 1000:.1f} ms -> {out}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    try:
+        from explainzoo.demo.app import launch
+    except ImportError as exc:
+        raise ExplainzooError(f"the demo needs the demo extra: pip install 'explainzoo[demo]' ({exc})") from exc
+    launch(host=args.host, port=args.port, backbones=args.backbones)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="explainzoo", description="See what an image classifier sees.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("list", help="list backbones or explainers (and broken plugins)")
+    s.add_argument("what", choices=("backbones", "explainers"))
+    s.add_argument("pattern", nargs="?", default=None, help="wildcard, e.g. 'timm:*resnet*' or '*cam*'")
+    s.add_argument("-v", "--verbose", action="store_true", help="show broken plugins' tracebacks")
+    s.set_defaults(func=cmd_list)
+
+    s = sub.add_parser("layers", help="a backbone's layer aliases and map layers")
+    s.add_argument("backbone")
+    s.set_defaults(func=cmd_layers)
+
+    s = sub.add_parser("explain", help="explain one image and write a PNG")
+    s.add_argument("image")
+    s.add_argument("-b", "--backbone", default="timm:tf_efficientnet_lite0")
+    s.add_argument("-m", "--method", default="gradcam")
+    s.add_argument("-l", "--layer", default=None, help="alias (conv1, last, stageN) or module path")
+    s.add_argument("-t", "--target", default=None, help="class index or name (default: top-1)")
+    s.add_argument("-o", "--output", default="explanation.png")
+    s.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="explainer option")
+    s.add_argument("--cmap", default="jet")
+    s.add_argument("--alpha", type=float, default=0.5)
+    s.add_argument("--checkpoint", default=None, help="state dict file (.safetensors or torch)")
+    s.add_argument("--random-init", action="store_true", help="skip pretrained weights")
+    s.set_defaults(func=cmd_explain)
+
+    s = sub.add_parser("demo", help="serve the Gradio app")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=7860)
+    s.add_argument("--backbones", default=None, help="comma-separated backbone names to offer")
+    s.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ExplainzooError as exc:
+        _err(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
