@@ -1,0 +1,143 @@
+"""Contract tests: every registered explainer x the contract backbones.
+
+Parametrised over the registry, so an explainer added later (or by a plugin
+installed in this venv) is checked with no change here.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from explainzoo.backbones import hook_counts
+from explainzoo.explainers import create_explainer, explainer_class, list_explainers
+
+from .conftest import CONTRACT_BACKBONES, get_backbone
+
+EXPLAINERS = list_explainers()
+
+
+def snapshot(model: nn.Module) -> dict:
+    """Everything an explanation must leave as it was."""
+    return {
+        "training": [m.training for m in model.modules()],
+        "requires_grad": [p.requires_grad for p in model.parameters()],
+        "grad": [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+        "buffers": {k: v.clone() for k, v in model.named_buffers()},
+        "hooks": hook_counts(model),
+    }
+
+
+def assert_same_state(before: dict, after: dict) -> None:
+    assert before["training"] == after["training"]
+    assert before["requires_grad"] == after["requires_grad"]
+    for a, b in zip(before["grad"], after["grad"]):
+        assert (a is None and b is None) or torch.equal(a, b)
+    for k, v in before["buffers"].items():
+        assert torch.equal(v, after["buffers"][k]), k
+    assert before["hooks"] == after["hooks"]
+
+
+def _inputs(name: str, n: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(11)
+    return torch.randn(n, 3, *CONTRACT_BACKBONES[name], generator=g)
+
+
+def _mixed_mode(model: nn.Module) -> None:
+    """Leave the model in a state a user might: training on, one frozen param, a grad."""
+    model.train()
+    first = next(model.parameters())
+    first.requires_grad_(False)
+    last = list(model.parameters())[-1]
+    last.grad = torch.full_like(last, 0.25)
+
+
+def _restore(model: nn.Module) -> None:
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(True)
+        p.grad = None
+
+
+@pytest.mark.parametrize("backbone", list(CONTRACT_BACKBONES))
+@pytest.mark.parametrize("method", EXPLAINERS)
+def test_contract(method: str, backbone: str) -> None:
+    bb = get_backbone(backbone)
+    explainer = create_explainer(method)
+    x = _inputs(backbone, 2)
+    _mixed_mode(bb.model)
+    try:
+        before = snapshot(bb.model)
+        exp = explainer.explain(bb, x)
+        assert_same_state(before, snapshot(bb.model))
+        assert exp.method == method and exp.backbone == bb.name
+        assert len(exp) == 2
+        if exp.kind == "map":
+            assert exp.maps.shape == (2, *x.shape[-2:]) and exp.maps.dtype == torch.float32
+            assert torch.isfinite(exp.maps).all()
+            assert float(exp.maps.min()) >= 0 and float(exp.maps.max()) <= 1
+            assert exp.targets.shape == (2,) and exp.scores.shape == (2,)
+            with torch.no_grad():
+                bb.model.eval()
+                logits = bb.model(x)
+                bb.model.train()
+            torch.testing.assert_close(exp.targets, logits.argmax(1))
+            torch.testing.assert_close(exp.scores, logits.gather(1, exp.targets[:, None])[:, 0],
+                                       rtol=1e-4, atol=1e-4)
+        else:
+            assert exp.grid.ndim == 4 and exp.grid.shape[0] == 2
+            assert torch.isfinite(exp.grid).all()
+            assert float(exp.grid.min()) >= 0 and float(exp.grid.max()) <= 1
+        if explainer_class(method).uses_layer:
+            assert exp.layer in dict(bb.model.named_modules())
+        # batches equal per-image results
+        single = explainer.explain(bb, x[1:2])
+        ref = exp[1]
+        a = single.maps if exp.kind == "map" else single.grid
+        b = ref.maps if exp.kind == "map" else ref.grid
+        torch.testing.assert_close(a, b, rtol=1e-3, atol=2e-3)
+        assert_same_state(before, snapshot(bb.model))
+    finally:
+        _restore(bb.model)
+
+
+class _Injected(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("backbone", ["vgg11_ref", "timm:vit_tiny_patch16_224"])
+@pytest.mark.parametrize("method", EXPLAINERS)
+def test_state_restored_after_failure(method: str, backbone: str) -> None:
+    """A call that raises half way leaves the model exactly as it was."""
+    bb = get_backbone(backbone)
+    x = _inputs(backbone, 1)
+    explainer = create_explainer(method)
+    if not explainer.needs_input:
+        pytest.skip(f"{method} reads weights only: there is no forward pass to break")
+    target = bb.module(bb.layers["conv1"])
+
+    def boom(module, args, out):
+        raise _Injected("injected failure")
+
+    _mixed_mode(bb.model)
+    handle = target.register_forward_hook(boom)
+    try:
+        before = snapshot(bb.model)
+        with pytest.raises(_Injected):
+            explainer.explain(bb, x)
+        assert_same_state(before, snapshot(bb.model))
+    finally:
+        handle.remove()
+        _restore(bb.model)
+    assert hook_counts(bb.model) == dict.fromkeys(hook_counts(bb.model), 0)
+
+
+@pytest.mark.parametrize("method", EXPLAINERS)
+def test_every_explainer_is_documented(method: str) -> None:
+    cls = explainer_class(method)
+    assert cls.description and len(cls.description.splitlines()) == 1
+    assert cls.paper and cls.__doc__
+    for name, opt in cls.options.items():
+        assert opt.doc, name
+        assert opt.coerce(name, opt.default) == opt.default
