@@ -174,10 +174,8 @@ def derive_last(model: nn.Module, probe: Probe, stage_paths: list[str]) -> str |
     modules = dict(model.named_modules())
     blocks = getattr(model, "blocks", None)
     if isinstance(blocks, nn.Sequential) and len(blocks) and hasattr(model, "patch_embed"):
-        if getattr(model, "global_pool", None) == "token":
-            cand = f"blocks.{len(blocks) - 1}.norm1"
-        else:
-            cand = "norm"
+        token_pool = getattr(model, "global_pool", None) == "token"
+        cand = f"blocks.{len(blocks) - 1}.norm1" if token_pool else "norm"
         if cand in probe.formats and probe.formats[cand].spatial:
             return cand
     stages = set(stage_paths)

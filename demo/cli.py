@@ -14,10 +14,11 @@ from explainzoo.backbones import (
     ExplainzooError,
     WeightsUnavailableError,
     backbone_failures,
+    backbone_registry,
     create_backbone,
+    family_registry,
     list_backbones,
 )
-from explainzoo.backbones import backbone_registry, family_registry
 
 
 def _err(msg: str) -> None:

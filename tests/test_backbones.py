@@ -176,8 +176,8 @@ def test_timm_aliases_are_derived_and_verified(name, last, conv1, n_stages):
     # every alias reads as a real (N,C,h,w) map of the model's own forward pass
     x = torch.randn(1, 3, *bb.input_size)
     for alias, path in bb.layers.items():
-        seen = {}
-        h = bb.module(path).register_forward_hook(lambda m, i, o: seen.setdefault("o", o))
+        seen: dict = {}
+        h = bb.module(path).register_forward_hook(lambda m, i, o, seen=seen: seen.setdefault("o", o))
         try:
             with torch.no_grad():
                 bb.model(x)
