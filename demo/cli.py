@@ -132,6 +132,68 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from PIL import Image, ImageOps
+
+    from explainzoo.demo.report import evaluate, summary, write_report
+
+    images = []
+    for name in args.images:
+        path = Path(name)
+        try:
+            with Image.open(path) as im:
+                images.append((path.name, ImageOps.exif_transpose(im).convert("RGB")))
+        except (OSError, ValueError) as exc:
+            raise ExplainzooError(f"cannot read image {str(path)!r}: {exc}") from exc
+    backbones = [n.strip() for n in args.backbones.split(",") if n.strip()]
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not backbones or not methods:
+        raise ExplainzooError("evaluate needs at least one backbone (-b) and one explainer (-m)")
+    box = None
+    if args.box:
+        try:
+            box = [float(v) for v in args.box.split(",")]
+        except ValueError:
+            box = []
+        if len(box) != 4:
+            raise ExplainzooError(f"--box takes x0,y0,x1,y1 in image pixels, got {args.box!r}")
+    try:
+        from tqdm import tqdm
+    except ImportError:  # pragma: no cover - the demo extra installs it
+        tqdm = None
+    total = len(images) * len(backbones) * (len(methods) + 1)
+    bar = tqdm(total=total, unit="run", disable=args.quiet) if tqdm is not None else None
+    evs = []
+    try:
+        for name in backbones:
+            bb = load_backbone(name, args.checkpoint, args.random_init)
+            evs.append(evaluate(
+                images, [bb], methods, steps=args.steps, sanity_steps=args.sanity_steps,
+                trials=args.trials, box=box, seed=args.seed, batch_size=args.batch_size,
+                progress=(lambda d: (bar.set_postfix_str(d), bar.update(1))) if bar else None,
+            ))
+            del bb
+    finally:
+        if bar is not None:
+            bar.close()
+    ev = evs[0]
+    for other in evs[1:]:
+        ev.rows += other.rows
+        ev.curves.update(other.curves)
+        ev.overlays.update(other.overlays)
+    html_path, csv_path = write_report(ev, args.output)
+    rows = summary(ev)
+    keys = ("deletion_auc", "insertion_auc", "sanity_spearman", "sanity_ssim", "pointing")
+    heads = ("del AUC", "ins AUC", "rho", "ssim", "point")
+    print(f"{'backbone':<30} {'explainer':<22} " + " ".join(f"{h:>8}" for h in heads))
+    for r in rows:
+        txt = " ".join(f"{r[k]:>8.3f}" if r[k] is not None else f"{'-':>8}" for k in keys)
+        line = f"{r['backbone']:<30} {r['explainer']:<22} {txt}"
+        print(line + (f"  ERROR: {r['errors']}" if r["errors"] else ""))
+    print(f"report -> {html_path}\nnumbers -> {csv_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="explainzoo", description="See what an image classifier sees.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -165,6 +227,22 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=7860)
     s.add_argument("--backbones", default=None, help="comma-separated backbone names to offer")
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("evaluate", help="faithfulness report: deletion/insertion AUC, sanity checks")
+    s.add_argument("images", nargs="+", help="image files")
+    s.add_argument("-b", "--backbones", default="timm:tf_efficientnet_lite0", help="comma-separated")
+    s.add_argument("-m", "--methods", default="gradcam,saliency", help="comma-separated explainers")
+    s.add_argument("--box", default=None, help="x0,y0,x1,y1 in image pixels: adds the pointing game")
+    s.add_argument("--steps", type=int, default=20, help="deletion/insertion steps")
+    s.add_argument("--sanity-steps", type=int, default=3, help="cascading randomisation points (0: skip)")
+    s.add_argument("--trials", type=int, default=2, help="random maps per image for the chance row")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--batch-size", type=int, default=16)
+    s.add_argument("-o", "--output", default="report", help="output folder")
+    s.add_argument("--checkpoint", default=None, help="state dict file (.safetensors or torch)")
+    s.add_argument("--random-init", action="store_true", help="skip pretrained weights")
+    s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=cmd_evaluate)
     return p
 
 
