@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test demo lint bench bench-quick clean
+.PHONY: install test demo lint bench bench-quick clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,7 +15,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-test: install
+# Headless Chromium for tests/test_demo_browser.py: installed with apt only when
+# missing and running as root; never fails the build (the test then skips, saying why).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) \
+	      || echo "note: could not install chromium; the browser test will be skipped"; \
+	  else echo "note: no chromium and not root: the browser test will be skipped"; fi; }
+
+test: install browser
 	$(PY) -m pytest -q
 
 demo: install
@@ -23,6 +32,20 @@ demo: install
 
 lint: install
 	$(VENV)/bin/ruff check .
+
+# Benchmarks against pytorch-grad-cam, Captum and torchcam (benchmarks/RESULTS.md).
+# The bench extra goes into the same .venv, with its own stamp.
+BENCH_STAMP := $(VENV)/.bench-stamp
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[demo,test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(PY) -m benchmarks.run
+
+bench-quick: $(BENCH_STAMP)
+	$(PY) -m benchmarks.run --quick
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -9,7 +9,7 @@ from .backbone import Backbone
 from .errors import ExplainzooError, WeightsUnavailableError, unknown
 from .labels import default_labels
 from .preprocess import Preprocessing
-from .weights import load_checkpoint, load_state_dict_checked, offline_state_dict
+from .weights import OFFLINE_PACKAGES, load_checkpoint, load_state_dict_checked, offline_state_dict
 
 
 def _timm():
@@ -43,35 +43,32 @@ def create_timm_backbone(
     if not timm.is_model(model_name.split(".")[0]):
         raise unknown("timm model", model_name, timm.list_models(), "(see `explainzoo list backbones 'timm:*'`)")
     weights, is_pretrained = "random init", False
-    offline = None
-    if checkpoint is None and pretrained:
-        probe_model = timm.create_model(model_name, pretrained=False, **kwargs)
-        offline = offline_state_dict(model_name, probe_model)
-        if offline is not None:
-            model = probe_model
-            load_state_dict_checked(model, offline[0], offline[1])
-            weights, is_pretrained = offline[1], True
-    if offline is None:
-        use_hub = pretrained and checkpoint is None
-        try:
-            model = timm.create_model(model_name, pretrained=use_hub, **kwargs)
-        except TypeError as exc:
-            raise ExplainzooError(f"timm:{model_name} rejected the options {kwargs}: {exc}") from exc
-        except Exception as exc:
-            if not use_hub:
-                raise
-            raise WeightsUnavailableError(
-                f"no pretrained weights reachable for timm:{model_name} "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
-                "Put them in the Hugging Face cache, pass checkpoint=PATH, or use "
-                "pretrained=False for random init."
-            ) from exc
-        if checkpoint is not None:
-            load_state_dict_checked(model, load_checkpoint(checkpoint), f"checkpoint {checkpoint}")
-            weights, is_pretrained = f"checkpoint {checkpoint}", True
-        elif use_hub:
-            tag = model.pretrained_cfg.get("hf_hub_id") or model.pretrained_cfg.get("tag") or ""
-            weights, is_pretrained = f"timm hub ({tag})".replace(" ()", ""), True
+    use_offline = pretrained and checkpoint is None and model_name in OFFLINE_PACKAGES
+    use_hub = pretrained and checkpoint is None and not use_offline
+    try:
+        model = timm.create_model(model_name, pretrained=use_hub, **kwargs)
+    except TypeError as exc:
+        raise ExplainzooError(f"timm:{model_name} rejected the options {kwargs}: {exc}") from exc
+    except Exception as exc:
+        if not use_hub:
+            raise
+        raise WeightsUnavailableError(
+            f"no pretrained weights reachable for timm:{model_name} "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}). "
+            "Put them in the Hugging Face cache, pass checkpoint=PATH, or use "
+            "pretrained=False for random init."
+        ) from exc
+    if use_offline:
+        offline = offline_state_dict(model_name, model)
+        assert offline is not None  # registered: checked above
+        load_state_dict_checked(model, *offline)
+        weights, is_pretrained = offline[1], True
+    elif checkpoint is not None:
+        load_state_dict_checked(model, load_checkpoint(checkpoint), f"checkpoint {checkpoint}")
+        weights, is_pretrained = f"checkpoint {checkpoint}", True
+    elif use_hub:
+        tag = model.pretrained_cfg.get("hf_hub_id") or model.pretrained_cfg.get("tag") or ""
+        weights, is_pretrained = f"timm hub ({tag})".replace(" ()", ""), True
     if not getattr(model, "num_classes", 0):
         raise ExplainzooError(f"timm:{model_name} was built without a classifier head; pass num_classes > 0")
     model.eval()

@@ -21,7 +21,7 @@ import csv
 import html
 import io
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -152,6 +152,7 @@ def evaluate(
     seed: int = 0,
     batch_size: int = 16,
     progress: Callable[[str], None] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Evaluation:
     """Measure every image x backbone x explainer (see the module docstring for the cost).
 
@@ -166,13 +167,15 @@ def evaluate(
         seed: seeds the random maps and the re-initialisations.
         progress: called with a short description after each unit of work
             (``len(images) * len(backbones) * (len(explainers) + 1)`` units).
+        options: explainer name -> its options (e.g. the demo's capped ones);
+            explainers not named here run with their defaults.
     """
     _check(steps, sanity_steps, trials)
     if not images or not backbones or not explainers:
         raise ExplainzooError("evaluate needs at least one image, one backbone and one explainer")
     from explainzoo.explainers.render import overlay
 
-    methods = [create_explainer(m) for m in explainers]
+    methods = [create_explainer(m, **dict((options or {}).get(m, {}))) for m in explainers]
     ev = Evaluation(settings={
         "steps": steps, "sanity_steps": sanity_steps, "trials": trials, "seed": seed,
         "box": list(box) if box is not None else None,

@@ -1,10 +1,23 @@
-"""Input-gradient methods."""
+"""Input-gradient methods: saliency, SmoothGrad, Integrated Gradients.
+
+Gradients come from :meth:`Context.input_gradients` (``torch.autograd.grad``
+w.r.t. a copy of the input: no parameter ``.grad`` is written), chunked by
+``batch_size`` for the many-copy methods. Guided Backprop lives in
+:mod:`explainzoo.explainers.guided`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+import torch
 from torch import Tensor
 
-from .base import AttributionExplainer, Context
+from explainzoo.backbones import ExplainzooError
+
+from .base import AttributionExplainer, Context, Option
+from .capture import gather_scores
+from .perturb import batch_option, chunks, fill_option, fill_value, forward_logits, generator, seed_option
 
 
 class Saliency(AttributionExplainer):
@@ -22,3 +35,217 @@ class Saliency(AttributionExplainer):
     def attribute(self, ctx: Context) -> tuple[Tensor, Tensor, Tensor]:
         grad, targets, scores = ctx.input_gradients(ctx.require_x())
         return (grad**2).amax(dim=1), targets, scores
+
+
+def _clean_targets(ctx: Context) -> tuple[Tensor, Tensor, Tensor]:
+    """(x, targets, scores) of the clean input: the classes the method explains."""
+    x = ctx.require_x()
+    logits = forward_logits(ctx.model, x)
+    targets = ctx.targets(logits)
+    return x, targets, gather_scores(logits, targets)
+
+
+class SmoothGrad(AttributionExplainer):
+    """SmoothGrad: the input gradient averaged over noisy copies of the image.
+
+    Smilkov et al., SmoothGrad: removing noise by adding noise, 2017
+    (https://arxiv.org/abs/1706.03825)::
+
+        M(x) = 1/n sum_k d S_c / d x (x + e_k),   e_k ~ N(0, sigma^2),
+        sigma = noise * (max(x) - min(x))
+
+    The class c is the target of the clean image. As in the paper's figures
+    the map is |M| (or M^2 with ``square=true``), max over colour channels.
+    The noise comes from a generator seeded with ``seed`` for every image, so
+    a batch and its images one by one give the same maps. The paper suggests
+    n = 50; the default n = 16 keeps a call near a second on a CPU.
+    """
+
+    description = "SmoothGrad: input gradient averaged over Gaussian-noised copies"
+    paper = "Smilkov et al., SmoothGrad, 2017 (arXiv:1706.03825)"
+    options = {
+        "samples": Option(16, "number of noisy copies n (the paper suggests 50)", low=1, high=100_000),
+        "noise": Option(0.15, "noise std as a fraction of the image's value range (paper: 0.1-0.2)",
+                        low=0.0, high=10.0),
+        "square": Option(False, "show the squared mean gradient instead of its absolute value"),
+        "seed": seed_option(),
+        "batch_size": batch_option(8),
+    }
+
+    def attribute(self, ctx: Context) -> tuple[Tensor, Tensor, Tensor]:
+        x, targets, scores = _clean_targets(ctx)
+        n_samples = self.config["samples"]
+        raw = []
+        for i in range(x.shape[0]):
+            xi = x[i]
+            sigma = self.config["noise"] * float(xi.max() - xi.min())
+            g = generator(self.config["seed"])
+            total = torch.zeros_like(xi)
+            for a, b in chunks(n_samples, self.config["batch_size"]):
+                noise = torch.stack([torch.randn(xi.shape, generator=g) for _ in range(b - a)])
+                noisy = xi[None] + sigma * noise.to(device=xi.device, dtype=xi.dtype)
+                grad, _, _ = ctx.input_gradients(noisy, targets[i : i + 1].expand(b - a))
+                total += grad.sum(dim=0)
+            mean = total / n_samples
+            raw.append((mean * mean if self.config["square"] else mean.abs()).amax(dim=0))
+        return torch.stack(raw), targets, scores
+
+
+def path_points(steps: int, rule: str) -> tuple[Tensor, Tensor]:
+    """(alphas, weights) of a ``steps``-point rule for integrals over [0, 1].
+
+    ``midpoint``: alphas (k + 1/2)/steps, equal weights; ``trapezoid``:
+    alphas k/(steps-1) (both ends), end weights halved; ``right``: the paper's
+    right Riemann sum, alphas k/steps for k = 1..steps. Weights sum to 1.
+    """
+    if rule == "midpoint":
+        alphas = (torch.arange(steps, dtype=torch.float64) + 0.5) / steps
+        weights = torch.full((steps,), 1.0 / steps, dtype=torch.float64)
+    elif rule == "right":
+        alphas = torch.arange(1, steps + 1, dtype=torch.float64) / steps
+        weights = torch.full((steps,), 1.0 / steps, dtype=torch.float64)
+    elif rule == "trapezoid":
+        if steps < 2:
+            raise ExplainzooError("the trapezoid rule needs steps >= 2; pass steps=2 or more")
+        alphas = torch.linspace(0, 1, steps, dtype=torch.float64)
+        weights = torch.full((steps,), 1.0 / (steps - 1), dtype=torch.float64)
+        weights[0] = weights[-1] = 0.5 / (steps - 1)
+    else:
+        raise ExplainzooError(f"rule must be 'midpoint', 'trapezoid' or 'right', got {rule!r}")
+    return alphas, weights
+
+
+PathEvaluator = Callable[[Tensor], tuple[Tensor, Tensor]]
+"""alphas (K,) -> (d score / d input at the K path points (K,3,H,W), their scores (K,))."""
+
+
+def adaptive_path_average(evaluate: PathEvaluator, delta: Tensor, steps: int, batch_size: int) -> Tensor:
+    """The path-averaged gradient int_0^1 g(a) da with nodes placed where they are needed.
+
+    The trapezoid rule on nodes a_0 = 0 < ... < a_m = 1. A quarter of the
+    ``steps`` budget goes to uniform nodes; the rest is added in small rounds,
+    each interval getting new nodes in proportion to its measured error
+    ``|S(b) - S(a) - (b - a)(f(a) + f(b)) / 2|``, with f = g . delta the
+    derivative of the score along the path: the score change over an
+    interval is known exactly from the forward passes, so the error of the
+    rule is measured, not estimated. Networks whose score jumps over a small
+    part of the path (a black baseline often does this) need far fewer
+    steps for the same completeness gap than a uniform grid.
+    """
+    if steps < 3:
+        alphas, _ = path_points(steps, "midpoint")
+        grads, _ = evaluate(alphas)
+        return grads.double().mean(dim=0)
+    d = delta.double()
+    nodes: dict[float, tuple[Tensor, float, float]] = {}  # a -> (g, S(a), f(a))
+
+    def add(alphas: list[float]) -> None:
+        for a, b in chunks(len(alphas), batch_size):
+            grads, scores = evaluate(torch.tensor(alphas[a:b], dtype=torch.float64))
+            for al, g, sc in zip(alphas[a:b], grads, scores.double().tolist()):
+                nodes[al] = (g, sc, float((g.double() * d).sum()))
+
+    first = max(2, steps // 4)
+    add([k / (first - 1) for k in range(first)])
+    per_round = max(1, min(batch_size, steps // 16))
+    while len(nodes) < steps:
+        keys = sorted(nodes)
+        spans = list(zip(keys[:-1], keys[1:]))
+        err = torch.tensor([
+            abs(nodes[b][1] - nodes[a][1] - (b - a) * (nodes[a][2] + nodes[b][2]) / 2) for a, b in spans
+        ], dtype=torch.float64)
+        if float(err.sum()) == 0:
+            break
+        budget = min(per_round, steps - len(nodes))
+        share = err / err.sum() * budget
+        alloc = share.floor().long()
+        alloc[(share - alloc).argsort(descending=True)[: budget - int(alloc.sum())]] += 1
+        new = [a + (b - a) * j / (k + 1) for (a, b), k in zip(spans, alloc.tolist()) for j in range(1, k + 1)]
+        new = [a for a in new if a not in nodes]
+        if not new:
+            break
+        add(new)
+    keys = sorted(nodes)
+    total = torch.zeros_like(d)
+    for a, b in zip(keys[:-1], keys[1:]):
+        total += (b - a) / 2 * (nodes[a][0].double() + nodes[b][0].double())
+    return total
+
+
+class IntegratedGradients(AttributionExplainer):
+    """Integrated Gradients: the gradient integrated along a path from a baseline.
+
+    Sundararajan, Taly & Yan, Axiomatic Attribution for Deep Networks, ICML
+    2017 (https://arxiv.org/abs/1703.01365)::
+
+        IG_i(x) = (x_i - x'_i) * int_0^1 dS_c/dx_i (x' + a (x - x')) da
+
+    The integral uses ``steps`` gradient evaluations. Default ``rule=adaptive``
+    (a deviation: the paper uses a uniform Riemann sum and suggests raising
+    the step count until completeness holds within 5%) places the nodes where
+    the trapezoid rule misses the measured score change (see
+    :func:`adaptive_path_average`): on EfficientNet-Lite0 with a black
+    baseline the score jumps within the first 5% of the path, and 64 uniform
+    midpoint steps miss the total by 22% on skimage's cat (128 px) where
+    adaptive nodes miss it by 0.5%. ``midpoint``, ``trapezoid`` and ``right`` (the
+    paper's) are uniform rules. The baseline x' is an all-black image
+    (``baseline=black``, the paper's) or the dataset mean (``mean``: zeros
+    after normalisation).
+
+    Completeness: sum_i IG_i = S_c(x) - S_c(x') up to the quadrature error.
+    The signed per-pixel attributions (colour channels summed) are
+    ``exp.raw`` with ``sign=signed``; :meth:`attributions` gives them per
+    colour channel. The map shows ``abs`` (default), ``positive`` or
+    ``signed`` (min-max scaled) values. The default 12 steps keep a call
+    near a second on a 2-core CPU (EfficientNet-Lite0, 224 px); use 64+ for
+    near-exact completeness.
+    """
+
+    description = "Integrated Gradients: gradients integrated along a path from a black image"
+    paper = "Sundararajan et al., Axiomatic Attribution for Deep Networks, ICML 2017 (arXiv:1703.01365)"
+    options = {
+        "steps": Option(12, "gradient evaluations along the path (64+ for near-exact completeness)",
+                        low=1, high=100_000),
+        "rule": Option("adaptive", "quadrature: 'adaptive' nodes, or uniform 'midpoint', 'trapezoid', 'right'",
+                       choices=("adaptive", "midpoint", "trapezoid", "right")),
+        "baseline": fill_option("black"),
+        "sign": Option("abs", "what the map shows of the channel-summed attribution",
+                       choices=("abs", "positive", "signed")),
+        "batch_size": batch_option(8),
+    }
+
+    def attributions(self, ctx: Context) -> tuple[Tensor, Tensor, Tensor]:
+        """Signed (N,3,H,W) attributions, targets and the clean scores."""
+        x, targets, scores = _clean_targets(ctx)
+        baseline = fill_value(ctx.backbone, self.config["baseline"], x).expand_as(x[0])
+        steps, rule, batch_size = self.config["steps"], self.config["rule"], self.config["batch_size"]
+        out = []
+        for i in range(x.shape[0]):
+            delta = x[i] - baseline
+            target = targets[i : i + 1]
+
+            def evaluate(alphas: Tensor, delta: Tensor = delta, target: Tensor = target) -> tuple[Tensor, Tensor]:
+                al = alphas.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
+                grads, _, sc = ctx.input_gradients(baseline[None] + al * delta[None], target.expand(len(alphas)))
+                return grads, sc
+
+            if rule == "adaptive":
+                avg = adaptive_path_average(evaluate, delta, steps, batch_size)
+            else:
+                alphas, weights = path_points(steps, rule)
+                avg = torch.zeros(delta.shape, dtype=torch.float64, device=x.device)
+                for a, b in chunks(len(alphas), batch_size):
+                    grads, _ = evaluate(alphas[a:b])
+                    avg += (grads.double() * weights[a:b].to(x.device).view(-1, 1, 1, 1)).sum(dim=0)
+            out.append((avg * delta.double()).to(x.dtype))
+        return torch.stack(out), targets, scores
+
+    def attribute(self, ctx: Context) -> tuple[Tensor, Tensor, Tensor]:
+        attr, targets, scores = self.attributions(ctx)
+        per_pixel = attr.sum(dim=1)
+        sign = self.config["sign"]
+        if sign == "abs":
+            per_pixel = per_pixel.abs()
+        elif sign == "positive":
+            per_pixel = per_pixel.clamp(min=0)
+        return per_pixel, targets, scores

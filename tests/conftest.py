@@ -12,17 +12,19 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network
 
 #: The contract backbones of the foundation issue and the input size each runs at.
-#: CNNs are fully convolutional, so a smaller input keeps the suite fast; the ViT
-#: runs at its native size.
+#: Smaller inputs than 224 keep the suite fast: the CNNs are fully convolutional
+#: and the ViT is built with timm's ``dynamic_img_size`` (its native size is
+#: covered by tests/test_backbones.py and the transformer tests).
 CONTRACT_BACKBONES: dict[str, tuple[int, int]] = {
     "vgg11_ref": (64, 64),
     "timm:resnet18": (128, 128),
     "timm:tf_efficientnet_lite0": (128, 128),
     "timm:convnext_atto": (128, 128),
-    "timm:vit_tiny_patch16_224": (224, 224),
+    "timm:vit_tiny_patch16_224": (112, 112),
 }
+CONTRACT_KWARGS: dict[str, dict] = {"timm:vit_tiny_patch16_224": {"dynamic_img_size": True}}
 
-_cache: dict[str, object] = {}
+_cache: dict[tuple, object] = {}
 
 
 @pytest.fixture(autouse=True)
@@ -33,15 +35,16 @@ def _seed_everything():
     yield
 
 
-def get_backbone(name: str):
+def get_backbone(name: str, **kwargs):
     """A session-cached backbone (the EfficientNet-Lite0 with offline ImageNet weights)."""
     from explainzoo.backbones import create_backbone
 
-    if name not in _cache:
+    key = (name, tuple(sorted(kwargs.items())))
+    if key not in _cache:
         torch.manual_seed(0)
         pretrained = name == "timm:tf_efficientnet_lite0"
-        _cache[name] = create_backbone(name, pretrained=pretrained)
-    return _cache[name]
+        _cache[key] = create_backbone(name, pretrained=pretrained, **kwargs)
+    return _cache[key]
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,7 @@ from torch import nn
 from explainzoo.backbones import hook_counts
 from explainzoo.explainers import create_explainer, explainer_class, list_explainers
 
-from .conftest import CONTRACT_BACKBONES, get_backbone
+from .conftest import CONTRACT_BACKBONES, CONTRACT_KWARGS, get_backbone
 
 EXPLAINERS = list_explainers()
 
@@ -63,7 +63,7 @@ def _restore(model: nn.Module) -> None:
 @pytest.mark.parametrize("backbone", list(CONTRACT_BACKBONES))
 @pytest.mark.parametrize("method", EXPLAINERS)
 def test_contract(method: str, backbone: str) -> None:
-    bb = get_backbone(backbone)
+    bb = get_backbone(backbone, **CONTRACT_KWARGS.get(backbone, {}))
     explainer = create_explainer(method)
     x = _inputs(backbone, 2)
     _mixed_mode(bb.model)
@@ -110,7 +110,7 @@ class _Injected(RuntimeError):
 @pytest.mark.parametrize("method", EXPLAINERS)
 def test_state_restored_after_failure(method: str, backbone: str) -> None:
     """A call that raises half way leaves the model exactly as it was."""
-    bb = get_backbone(backbone)
+    bb = get_backbone(backbone, **CONTRACT_KWARGS.get(backbone, {}))
     x = _inputs(backbone, 1)
     explainer = create_explainer(method)
     if not explainer.needs_input:
