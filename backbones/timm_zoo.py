@@ -74,6 +74,9 @@ def create_timm_backbone(
     model.eval()
     cfg = timm.data.resolve_model_data_config(model)
     _, h, w = cfg["input_size"]
+    if "img_size" in kwargs:  # pretrained_cfg keeps the default size; the model uses this one
+        size = kwargs["img_size"]
+        h, w = (size, size) if isinstance(size, int) else tuple(size)
     pre = Preprocessing(
         input_size=(int(h), int(w)),
         mean=tuple(float(v) for v in cfg["mean"]),

@@ -94,8 +94,10 @@ class ScoreCAM(ChannelWeightCAM):
 
     * ``max_channels`` (default 32) keeps the channels whose activations vary
       most over space (the selection of the "Faster Score-CAM" variant); the
-      others get weight 0. EfficientNet-Lite0's last layer has 1280 channels:
-      all of them take ~40x longer than the default.
+      others get weight 0. On EfficientNet-Lite0's last layer (1280
+      channels; 817 all zero for skimage's cat, skipped) scoring the other
+      463 takes ~25 s on a 2-core CPU; the default 32 take ~1 s and give a
+      map with Pearson r = 0.97 to the full one (0.99 with 64, 0.998 with 128).
     * Every constant channel has the mask H = 0 (min-max of a constant), so one
       forward pass scores them all; all-zero constant channels need none.
     * The paper's "increase of confidence" subtracts the baseline score

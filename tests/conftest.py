@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
-import random
-
-import numpy as np
-import pytest
-import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network
+# OpenMP threads that spin while waiting starve the other threads of this 2-core
+# machine (the demo's server threads, the thread-safety tests): a ResNet-18 forward
+# went from 0.07 s to 1.3 s under load. Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import random  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 #: The contract backbones of the foundation issue and the input size each runs at.
 #: Smaller inputs than 224 keep the suite fast: the CNNs are fully convolutional

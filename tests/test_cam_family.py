@@ -7,6 +7,8 @@ with the explainer's raw map (before upsampling and normalisation).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import pytest
 import torch
@@ -15,9 +17,14 @@ from explainzoo.backbones import hook_counts
 from explainzoo.explainers import create_explainer, explain
 from explainzoo.explainers.cam import eigen_projection
 
-from .tiny_nets import act_and_grad, tiny_backbone, tiny_input
+from .tiny_nets import act_and_grad, one_torch_thread, tiny_backbone, tiny_input
 
 GRADIENT_CAMS = ["gradcam_pp", "xgradcam", "layercam", "hirescam"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    yield from one_torch_thread()
 
 
 def ref_gradcam_pp(A: np.ndarray, G: np.ndarray) -> np.ndarray:

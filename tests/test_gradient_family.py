@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import threading
+from collections.abc import Iterator
 
 import pytest
 import torch
@@ -24,7 +25,12 @@ from explainzoo.explainers.gradient import adaptive_path_average, path_points
 from explainzoo.explainers.guided import GuidedMode
 from explainzoo.explainers.perturb import generator
 
-from .tiny_nets import logits64, tiny_backbone, tiny_input
+from .tiny_nets import logits64, one_torch_thread, tiny_backbone, tiny_input
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    yield from one_torch_thread()
 
 
 @pytest.fixture(scope="module")

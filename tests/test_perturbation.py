@@ -9,6 +9,7 @@ really skipped.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -20,7 +21,21 @@ from explainzoo.backbones import Backbone, Preprocessing, hook_counts
 from explainzoo.explainers import create_explainer, explain
 from explainzoo.explainers.perturb import chunks, minmax01
 
-from .tiny_nets import LABELS, TinyNet, act_and_grad, head_logits, logits64, tiny_backbone, tiny_input
+from .tiny_nets import (
+    LABELS,
+    TinyNet,
+    act_and_grad,
+    head_logits,
+    logits64,
+    one_torch_thread,
+    tiny_backbone,
+    tiny_input,
+)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    yield from one_torch_thread()
 
 
 @pytest.fixture(scope="module")

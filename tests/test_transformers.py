@@ -12,12 +12,16 @@ native size that is the same computation as the static model).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 
 from explainzoo.backbones import create_backbone, hook_counts
 from explainzoo.explainers import explain
 from explainzoo.explainers.cam import eigen_projection
+
+from .tiny_nets import one_torch_thread
 
 #: name -> (native size, another size, patch stride, prefix tokens, layout)
 MODELS = {
@@ -30,6 +34,11 @@ CAMS = ["gradcam", "gradcam_pp", "xgradcam", "layercam", "hirescam", "eigencam",
 FAST_OPTIONS = {"scorecam": {"max_channels": 8}, "ablationcam": {"batch_size": 1024}}
 
 _built: dict[str, object] = {}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread() -> Iterator[None]:
+    yield from one_torch_thread()
 
 
 def backbone(name: str):

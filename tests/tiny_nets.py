@@ -14,6 +14,7 @@ explainzoo code: the head above ``act1``, ``A`` and ``dS/dA``.
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -101,3 +102,19 @@ def logits64(model: nn.Module, x: Tensor) -> Tensor:
     """The model's logits in float64 (a double copy: the model is not touched)."""
     with torch.no_grad():
         return copy.deepcopy(model).double()(x.double())
+
+
+def one_torch_thread() -> Iterator[None]:
+    """Run a test module with one torch thread (for a module-scoped autouse fixture).
+
+    On this shared 2-core machine OpenMP's spin-waiting makes 2-thread torch
+    runs up to 20x slower whenever other processes hold the cores (ResNet-18
+    at 128 px: 0.07 s -> 1.3 s per forward); these tests check values, not
+    speed, so they run single-threaded and the previous count is restored.
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
