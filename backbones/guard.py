@@ -17,6 +17,7 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
+from torch.utils.hooks import RemovableHandle
 
 _HOOK_DICTS = (
     "_forward_hooks",
@@ -56,27 +57,31 @@ def preserved_state(model: nn.Module, eval_mode: bool = True) -> Iterator[nn.Mod
 
     Restored on exit, also when the block raises: each module's ``training``
     flag, each parameter's ``requires_grad`` and ``.grad`` (values included)
-    and each module's hook dicts (hooks added inside the block are removed).
-    BatchNorm running statistics cannot change in eval mode.
+    and each module's hook dicts: every hook registered inside the block is
+    removed (hook handles are numbered by one global counter, so those are the
+    keys at or above the counter's value on entry). BatchNorm running
+    statistics cannot change in eval mode.
     """
     modules = list(model.modules())
     training = [m.training for m in modules]
-    hooks = [{attr: list(getattr(m, attr, {}).keys()) for attr in _HOOK_DICTS} for m in modules]
+    first_hook_id = RemovableHandle.next_id
     params = list(model.parameters())
     requires_grad = [p.requires_grad for p in params]
     grads = [(p.grad, None if p.grad is None else p.grad.detach().clone()) for p in params]
     try:
-        if eval_mode:
+        if eval_mode and any(training):
             model.eval()
         yield model
     finally:
         for m, flag in zip(modules, training):
-            m.training = flag
-        for m, saved in zip(modules, hooks):
-            for attr, keys in saved.items():
-                d = getattr(m, attr, None)
-                if d is not None and len(d) != len(keys):
-                    for k in [k for k in d if k not in set(keys)]:
+            if m.training != flag:
+                m.training = flag
+        for m in modules:
+            state = m.__dict__
+            for attr in _HOOK_DICTS:
+                d = state.get(attr)
+                if d:
+                    for k in [k for k in d if isinstance(k, int) and k >= first_hook_id]:
                         del d[k]
         for p, flag in zip(params, requires_grad):
             if p.requires_grad != flag:

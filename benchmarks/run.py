@@ -976,6 +976,8 @@ def main(argv: list[str] | None = None) -> int:
         state = json.loads(src.read_text())
         for extra in args.merge or []:
             state = merge_states(state, json.loads(Path(extra).read_text()), Path(extra).name)
+        if args.merge:  # the merged state, so the report can be rendered again later
+            out.with_suffix(".json").write_text(json.dumps(state, indent=1, default=str))
         for t in write_report(state, out, args):
             print(f"target {'n/a ' if t.holds is None else 'OK  ' if t.holds else 'MISS'} {t.name}")
         print(f"wrote {out}")

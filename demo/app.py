@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -101,6 +104,43 @@ def example_images() -> list[str]:
         if path.is_file():
             out.append(str(path))
     return out
+
+
+def png_file(image: Any) -> str | None:
+    """Write a PIL image once as a PNG named by its content hash; return the path.
+
+    Gradio caches a returned PIL image by writing it in place to a path named by
+    its content hash, so two concurrent requests with the same output (common on
+    a shared demo) can serve a half-written file (seen: "Too little data for
+    declared Content-Length"). A returned *path* goes through Gradio's atomic
+    copy (temporary name, then rename) instead, and we write ours the same way.
+    Files older than :data:`CACHE_TTL_S` are removed as new ones are written.
+    """
+    if image is None:
+        return None
+    import io
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    data = buf.getvalue()
+    folder = Path(tempfile.gettempdir()) / f"explainzoo-demo-{os.getuid()}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:32]}.png"
+    if not path.exists():
+        fd, staging = tempfile.mkstemp(dir=folder, prefix=".staging-")
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(staging, path)
+        cutoff = time.time() - CACHE_TTL_S
+        for old in folder.glob("*.png"):
+            try:
+                if old.stat().st_mtime < cutoff:
+                    old.unlink()
+            except FileNotFoundError:
+                pass  # removed by a concurrent request: nothing left to do
+    else:
+        os.utime(path)
+    return str(path)
 
 
 @contextmanager
@@ -241,8 +281,8 @@ def build_demo(service: DemoService, *, concurrency_limit: int = 2) -> gr.Blocks
                 gr.Warning(result.warning)
             choices = service.class_choices(backbone, result.predictions)
         return (
-            result.overlay,
-            result.raw,
+            png_file(result.overlay),
+            png_file(result.raw),
             _label_dict(result),
             _explain_info(result),
             gr.update(choices=choices),
@@ -262,7 +302,7 @@ def build_demo(service: DemoService, *, concurrency_limit: int = 2) -> gr.Blocks
             result = service.compare_backbones(
                 image, explainer, backbones, layer, cmap, alpha, _progress(progress), faithfulness
             )
-        return [(i.image, i.caption) for i in result.items], _notes(result)
+        return [(png_file(i.image), i.caption) for i in result.items], _notes(result)
 
     def on_compare_explainers_backbone(backbone: str) -> tuple[Any, str]:
         with _user_errors():
@@ -288,7 +328,7 @@ def build_demo(service: DemoService, *, concurrency_limit: int = 2) -> gr.Blocks
             result = service.compare_explainers(
                 image, backbone, explainers, layer, None, cmap, alpha, _progress(progress), faithfulness
             )
-        return [(i.image, i.caption) for i in result.items], _notes(result)
+        return [(png_file(i.image), i.caption) for i in result.items], _notes(result)
 
     def run_evaluate(
         image: str | bytes | None,
@@ -301,7 +341,7 @@ def build_demo(service: DemoService, *, concurrency_limit: int = 2) -> gr.Blocks
         with _user_errors():
             result = service.evaluate(image, backbones, explainers, steps, sanity_steps, _progress(progress))
         table = {"headers": result.headers, "data": result.rows}
-        return table, result.figure, _evaluate_notes(result)
+        return table, png_file(result.figure), _evaluate_notes(result)
 
     def on_filters_backbone(backbone: str) -> tuple[Any, str]:
         with _user_errors():
@@ -317,7 +357,7 @@ def build_demo(service: DemoService, *, concurrency_limit: int = 2) -> gr.Blocks
         with _user_errors():
             result = service.filters(backbone, layer, _progress(progress))
         note = f"\n\n⚠️ {result.warning}" if result.warning else ""
-        return result.image, result.caption + note
+        return png_file(result.image), result.caption + note
 
     def on_activations_backbone(backbone: str) -> tuple[Any, str]:
         with _user_errors():
@@ -334,7 +374,7 @@ def build_demo(service: DemoService, *, concurrency_limit: int = 2) -> gr.Blocks
         with _user_errors():
             result = service.activations(image, backbone, layer, max_channels, cmap, _progress(progress))
         note = f"\n\n⚠️ {result.warning}" if result.warning else ""
-        return result.image, result.caption + note
+        return png_file(result.image), result.caption + note
 
     # -- layout -------------------------------------------------------------------------
 

@@ -54,7 +54,12 @@ class GradCAMPlusPlus(CAMExplainer):
     The paper explains Y = exp(S) so that its higher derivatives are powers of
     the first one; its extra factor exp(S) > 0 scales every weight of an image
     alike and disappears in the normalisation, so it is dropped (as in the
-    authors' and pytorch-grad-cam's code). A zero denominator gives alpha = 0.
+    authors' and pytorch-grad-cam's code). A zero or negative denominator
+    gives alpha = 0: the derivation assumes non-negative (post-ReLU)
+    activations, and on signed ones (a ViT's LayerNorm output) a negative
+    sum_ab A_c^ab would otherwise flip every weight and leave a blank map. For
+    ReLU activations nothing changes (there a negative denominator needs g < 0,
+    which ReLU(g) already zeroes).
     """
 
     description = "Grad-CAM++: channel weights from pixel-weighted positive gradients"
@@ -64,7 +69,7 @@ class GradCAMPlusPlus(CAMExplainer):
         assert G is not None
         g2 = G * G
         denom = 2 * g2 + A.sum(dim=(2, 3), keepdim=True) * g2 * G
-        alpha = _safe_div(g2, denom)
+        alpha = _safe_div(g2, denom.clamp(min=0))
         weights = (alpha * G.clamp(min=0)).sum(dim=(2, 3), keepdim=True)
         return (weights * A).sum(dim=1)
 

@@ -118,12 +118,9 @@ def normalize(maps: Tensor) -> Tensor:
 
     An all-zero map stays zeros, never NaN.
     """
-    flat = maps.flatten(1)
-    lo = flat.min(dim=1).values
-    hi = flat.max(dim=1).values
-    shift = torch.where(lo < 0, lo, torch.zeros_like(lo))
+    lo, hi = torch.aminmax(maps.flatten(1), dim=1)
+    shift = lo.clamp(max=0)
     span = hi - shift
-    safe = torch.where(span > 0, span, torch.ones_like(span))
-    out = (maps - shift.view(-1, 1, 1)) / safe.view(-1, 1, 1)
-    out = torch.where((span > 0).view(-1, 1, 1), out, torch.zeros_like(out))
-    return torch.nan_to_num(out, nan=0.0, posinf=1.0, neginf=0.0).clamp_(0, 1).float()
+    scale = torch.where(span > 0, 1.0 / span, torch.zeros_like(span))
+    out = (maps - shift.view(-1, 1, 1)) * scale.view(-1, 1, 1)
+    return out.nan_to_num_(nan=0.0, posinf=1.0, neginf=0.0).clamp_(0, 1).float()
