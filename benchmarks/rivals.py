@@ -481,9 +481,9 @@ def known_difference(method: str, variant: dict[str, Any], library: str, backbon
         return ("torchcam 0.5 never divides alpha: `alpha[idx][mask].div_(...)` divides a copy "
                 "made by the boolean index")
     if method == "gradcam_pp" and backbone.startswith("timm:vit"):
-        return ("signed LayerNorm tokens: ours' exact alpha = g^2 / (2 g^2 + sum(A) g^3) turns "
-                "negative and the map is blank; pytorch-grad-cam's eps = 1e-6 in that denominator "
-                "dominates at ViT's gradient scale")
+        return ("signed LayerNorm tokens: alpha = g^2 / (2 g^2 + sum(A) g^3) has negative "
+                "denominators, which ours sets to alpha = 0; pytorch-grad-cam's eps = 1e-6 in that "
+                "denominator dominates at ViT's gradient scale (~1e-4)")
     if backbone == "vgg11_ref" and method in (*GRADIENT_CAMS, "scorecam", "ablationcam", "eigencam"):
         return ("vgg11_ref applies F.relu(inplace=True) to the layer's output: the libraries' "
                 "hooks see it rectified, ours keeps the layer's own output (DESIGN.md)")

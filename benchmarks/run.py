@@ -787,11 +787,12 @@ def render(args: argparse.Namespace, mode: Mode, info: dict[str, str], vers: dic
     # summary rows per method
     L.append("## Summary per method (all backbones and batches)")
     L.append("")
-    L.append("Geometric mean / worst of the per-cell ratios; min r over all cells.")
+    L.append("Geometric mean / worst of the per-cell ratios; min r over all cells. ref = F+B for "
+             "input-gradient methods, samples x F+B for SmoothGrad / Integrated Gradients.")
     L.append("")
-    L.append("| method | cells | ours/F gmean (worst) | "
+    L.append("| method | cells | ours/F gmean (worst) | ours/ref gmean (worst) | "
              + " | ".join(f"ours/{lib} gmean (worst), min r" for lib in libs) + " |")
-    L.append("|---|---|---|" + "---|" * len(libs))
+    L.append("|---|---|---|---|" + "---|" * len(libs))
     methods = list(dict.fromkeys(c.method for c in cells))
     for m in methods:
         cs = [c for c in cells if c.method == m and not c.error and "ours" in c.impls]
@@ -799,6 +800,9 @@ def render(args: argparse.Namespace, mode: Mode, info: dict[str, str], vers: dic
             continue
         vf = [c.vs("F") for c in cs]
         row = f"| {m} | {len(cs)} | {_fmt_ratio(geomean(vf))} ({_fmt_ratio(max(vf))}) |"
+        vr = [c.vs("S*F+B" if "S*F+B" in c.impls else "F+B") for c in cs
+              if "S*F+B" in c.impls or "F+B" in c.impls]
+        row += f" {_fmt_ratio(geomean(vr))} ({_fmt_ratio(max(vr))}) |" if vr else " – |"
         for lib in libs:
             vs = [c.vs(lib) for c in cs if lib in c.impls]
             rs = [c.impls[lib].r for c in cs if lib in c.impls and c.impls[lib].r is not None]
@@ -1129,6 +1133,15 @@ def write_report(state: dict[str, Any], out_path: Path, args: argparse.Namespace
     baselines = {(b, n): v for b, n, v in state["baselines"]}
     mode = Mode(**{**state["mode"], "backbones": tuple(state["mode"]["backbones"]),
                    "batches": tuple(state["mode"]["batches"])})
+    prio = [*R.GRADIENT_CAMS, "saliency", "smoothgrad", "integrated_gradients", "ablationcam",
+            "scorecam", *R.RIVALS]
+
+    def order(c: CellResult) -> tuple:
+        b = mode.backbones.index(c.backbone) if c.backbone in mode.backbones else len(mode.backbones)
+        m = prio.index(c.base_method) if c.base_method in prio else len(prio)
+        return (b, m, c.base_method, bool(c.variant), c.method, c.batch)
+
+    cells.sort(key=order)
     targets_ = evaluate_targets(cells, leaks)
     notes_path = Path(args.notes) if args.notes else None
     notes = notes_path.read_text() if notes_path and notes_path.is_file() and mode.name == "full" else ""
