@@ -471,6 +471,9 @@ def known_difference(method: str, variant: dict[str, Any], library: str, backbon
     """
     if method == "smoothgrad":
         return "random noise: compared with the library's own run-to-run agreement"
+    if method == "scorecam":
+        return ("channel weights: ours p_c(X * H_k) (the paper, the authors' code), the libraries "
+                "a softmax over channels of the logits (held to r >= 0.999 in its own target)")
     if method == "eigencam" and not variant.get("center"):
         return "pytorch-grad-cam centres the features before the SVD (see the center=True row)"
     if method == "eigencam":

@@ -98,10 +98,12 @@ def test_memory_helpers_and_leak_check():
 
     rep = leak_check(leaky, calls=30, warmup=2, hooks=lambda: hooks[0], sample_every=10)
     assert rep.calls == 30 and rep.hooks_left == 32
-    assert rep.rss_growth_mb > 20
     assert len(rep.samples_mb) == 4
     clean = leak_check(lambda: torch.ones(2**18).sum(), calls=30, warmup=2)
     assert clean.rss_growth_mb < 5 and clean.hooks_left == 0
+    # 30 MiB stay alive; the allocator may first refill pages freed by earlier tests,
+    # so only part of it has to show up as new RSS (17 MiB seen in a full suite run)
+    assert rep.rss_growth_mb > clean.rss_growth_mb + 8
 
 
 def test_reductions_match_our_documented_maps():
