@@ -34,18 +34,20 @@ lint: install
 	$(VENV)/bin/ruff check .
 
 # Benchmarks against pytorch-grad-cam, Captum and torchcam (benchmarks/RESULTS.md).
-# The bench extra goes into the same .venv, with its own stamp.
+# The bench extra goes into the same .venv, with its own stamp. On a shared, loaded
+# machine: make bench BENCH_ARGS="--threads 1 --clock cpu" (how RESULTS.md was made).
 BENCH_STAMP := $(VENV)/.bench-stamp
+BENCH_ARGS  ?=
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(PY) -m pip install --quiet -e '.[demo,test,bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
-	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 bench-quick: $(BENCH_STAMP)
-	$(PY) -m benchmarks.run --quick
+	$(PY) -m benchmarks.run --quick $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -759,13 +759,13 @@ def render(args: argparse.Namespace, mode: Mode, info: dict[str, str], vers: dic
     L.append("")
     for m in merged or []:
         L.append(f"Cells re-measured by a focused run replace this run's: `python -m benchmarks.run "
-                 f"{' '.join(shlex.quote(a) for a in m['argv'])}` ({m['cells']} cells, finished "
-                 f"{m['finished']}; {m['load_before']}).")
+                 f"{' '.join(shlex.quote(a) for a in m['argv'])}` ({m['cells']} cells, explainzoo "
+                 f"commit {m.get('commit', '?')}, finished {m['finished']}; {m['load_before']}).")
         L.append("")
     if skipped_for_time:
-        L.append(f"**Incomplete:** {skipped_for_time} cells did not run within the run's time limit "
-                 f"({mode.deadline_s / 60:.1f} min; the issue's target methods run first). They are "
-                 "marked `not run` below.")
+        L.append(f"**Incomplete:** {skipped_for_time} cells did not run within the time limit "
+                 f"({mode.deadline_s / 60:.1f} min; the issue's target methods and N=1 run first). "
+                 "They are marked `not run` below.")
         L.append("")
     L.append("## Machine and versions")
     L.append("")
@@ -853,7 +853,7 @@ def render(args: argparse.Namespace, mode: Mode, info: dict[str, str], vers: dic
                     txt = f"{_ms(res.ms)}: **{_fmt_ratio(c.vs(lib))}**, {_r(res.r)}"
                     if res.r_self is not None:
                         txt += f" (self {_r(res.r_self)})"
-                    if c.base_method == "scorecam":
+                    if res.peaks_mb:
                         txt += f", peak {_mb(res.peak_mb)} MB"
                     row += f" {txt} |"
                 elif lib in c.skipped:
@@ -1028,6 +1028,7 @@ def main(argv: list[str] | None = None) -> int:
     def left() -> float:
         return mode.deadline_s - (time.perf_counter() - t_start)
 
+    vers = versions(libraries)  # at the start: the code this run imported
     log(f"{mode.name} run on {device}: backbones {list(mode.backbones)}, batches {list(mode.batches)}, "
         f"deadline {mode.deadline_s / 60:.1f} min")
     log(f"methods {methods}; libraries {libraries or 'none (install the bench extra)'}")
@@ -1094,7 +1095,7 @@ def main(argv: list[str] | None = None) -> int:
     state = {
         "argv": args.argv, "mode": asdict(mode),
         "info": {**machine_info(str(device)), "finished": _dt.datetime.now().strftime("%Y-%m-%d %H:%M")},
-        "versions": versions(libraries), "load_before": load_before, "load_after": load_snapshot(),
+        "versions": vers, "load_before": load_before, "load_after": load_snapshot(),
         "cells": [asdict(c) for c in cells], "leaks": [asdict(lk) for lk in leaks],
         "baselines": [[b, n, v] for (b, n), v in baselines.items()],
         "wall_s": time.perf_counter() - t_start, "skipped_for_time": skipped_for_time,
@@ -1117,6 +1118,7 @@ def merge_states(base: dict[str, Any], extra: dict[str, Any], name: str) -> dict
     merged = dict(base, cells=cells, leaks=leaks)
     merged["merged"] = [*base.get("merged", []), {
         "file": name, "argv": extra["argv"], "cells": len(extra["cells"]),
+        "commit": extra["versions"].get("explainzoo commit", "?"),
         "load_before": extra["load_before"], "finished": extra["info"].get("finished", "?")}]
     seen = {(b, n) for b, n, _ in base["baselines"]}
     merged["baselines"] = base["baselines"] + [x for x in extra["baselines"] if (x[0], x[1]) not in seen]
@@ -1146,9 +1148,10 @@ def write_report(state: dict[str, Any], out_path: Path, args: argparse.Namespace
     notes_path = Path(args.notes) if args.notes else None
     notes = notes_path.read_text() if notes_path and notes_path.is_file() and mode.name == "full" else ""
     args.argv = state["argv"]
+    not_run = sum(1 for c in cells if c.error == "not run: time limit of the run")
     text = render(args, mode, state["info"], state["versions"], state["load_before"],
                   state["load_after"], cells, leaks, targets_, baselines, state["wall_s"], notes,
-                  state["skipped_for_time"], state.get("merged", []))
+                  not_run, state.get("merged", []))
     out_path.write_text(text)
     return targets_
 
