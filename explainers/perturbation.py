@@ -271,6 +271,22 @@ def _close(row: Tensor, reference: Tensor) -> bool:
     return bool((row.float() - reference.float()).abs().max() <= tol)
 
 
+def _clean_pass(
+    explainer: AttributionExplainer, ctx: Context
+) -> tuple[Tensor, bool, Tensor, Tensor, Tensor, Tensor]:
+    """What Occlusion and RISE need before perturbing: one clean forward pass.
+
+    Returns (x, whether scores are probabilities, the logits, the targets,
+    their logits, the model-input value of a removed pixel).
+    """
+    x = ctx.require_x()
+    logits = forward_logits(ctx.model, x)
+    targets = ctx.targets(logits)
+    fill = fill_value(ctx.backbone, explainer.config["baseline"], x)
+    softmax = explainer.config["score"] == "probability"
+    return x, softmax, logits, targets, gather_scores(logits, targets), fill
+
+
 class Occlusion(AttributionExplainer):
     """Occlusion: how much the class score drops when a window is covered.
 
@@ -316,13 +332,8 @@ class Occlusion(AttributionExplainer):
         return wh, ww, [(t, l) for t in starts(h, wh) for l in starts(w, ww)]  # noqa: E741
 
     def attribute(self, ctx: Context) -> tuple[Tensor, Tensor, Tensor]:
-        x = ctx.require_x()
+        x, softmax, logits, targets, scores, fill = _clean_pass(self, ctx)
         n, _, h, w = x.shape
-        softmax = self.config["score"] == "probability"
-        logits = forward_logits(ctx.model, x)
-        targets = ctx.targets(logits)
-        scores = gather_scores(logits, targets)
-        fill = fill_value(ctx.backbone, self.config["baseline"], x)
         wh, ww, corners = self.windows((h, w))
         count = torch.zeros(h, w, device=x.device)
         for t, l in corners:  # noqa: E741
@@ -414,13 +425,8 @@ class RISE(AttributionExplainer):
         return grids, offsets
 
     def attribute(self, ctx: Context) -> tuple[Tensor, Tensor, Tensor]:
-        x = ctx.require_x()
+        x, softmax, logits, targets, scores, fill = _clean_pass(self, ctx)
         n, _, h, w = x.shape
-        softmax = self.config["score"] == "probability"
-        logits = forward_logits(ctx.model, x)
-        targets = ctx.targets(logits)
-        scores = gather_scores(logits, targets)
-        fill = fill_value(ctx.backbone, self.config["baseline"], x)
         draws = self.draw((h, w))
         total = self.config["masks"]
         sal = torch.zeros(n, h, w, dtype=torch.float32, device=x.device)
