@@ -25,7 +25,7 @@ from .errors import (
     WeightsUnavailableError,
     unknown,
 )
-from .guard import hook_counts, model_lock, preserved_state
+from .guard import hook_counts, model_lock, preserved_state, remove_hook
 from .preprocess import Preprocessing
 from .registry import PluginFailure, Registry
 
@@ -45,6 +45,7 @@ __all__ = [
     "list_backbones",
     "model_lock",
     "preserved_state",
+    "remove_hook",
 ]
 
 #: The short list the demo offers first (all buildable offline with pretrained=False;

@@ -110,9 +110,13 @@ class Backbone:
             raise ExplainzooError(f"layer must be a non-empty string, got {layer!r}")
         if layer in self.layers:
             return self.layers[layer]
-        modules = dict(self.model.named_modules())
-        if layer in modules and layer:
+        try:
+            # a path walk, not named_modules(): this runs on every explain call
+            self.model.get_submodule(layer)
             return layer
+        except AttributeError:
+            pass
+        modules = dict(self.model.named_modules())
         close = suggest(layer, list(self.layers) + [p for p in modules if p])
         msg = f"unknown layer {layer!r} for {self.name}"
         if close:
@@ -155,12 +159,22 @@ class Backbone:
             key = target.strip().lower()
             if key.isdigit():
                 return self.class_index(int(key))
-            lowered = [lbl.lower() for lbl in self.labels]
-            for i, lbl in enumerate(lowered):
-                if key == lbl or key in [s.strip() for s in lbl.split(",")]:
-                    return i
+            index = self._label_index
+            if key in index:
+                return index[key]
             raise unknown("class", target, self.labels, f"for {self.name}")
         raise ExplainzooError(f"target must be a class index or name, got {target!r}")
+
+    @cached_property
+    def _label_index(self) -> dict[str, int]:
+        """Lower-cased full label and each comma-separated synonym -> the first index naming it."""
+        index: dict[str, int] = {}
+        for i, lbl in enumerate(self.labels):
+            low = lbl.lower()
+            index.setdefault(low, i)
+            for syn in low.split(","):
+                index.setdefault(syn.strip(), i)
+        return index
 
     def __repr__(self) -> str:
         return f"Backbone({self.name!r}, weights={self.weights!r}, input={self.input_size})"

@@ -286,9 +286,10 @@ _CAPTUM_RULES = {"midpoint": "riemann_middle", "trapezoid": "riemann_trapezoid",
 def ig_settings(cell: Cell) -> dict[str, Any]:
     cfg = cell.ours_config
     steps = int(opt(cfg, ("steps", "n_steps"), 16))
-    rule = str(opt(cfg, ("rule",), "midpoint"))
+    rule = str(opt(cfg, ("rule",), "trapezoid"))
     chunk = int(opt(cfg, ("batch_size",), 16))
-    return {"steps": steps, "method": _CAPTUM_RULES.get(rule, "riemann_middle"), "batch": chunk}
+    # our default "adaptive" applies the trapezoid rule to its nodes: Captum's nearest is riemann_trapezoid
+    return {"steps": steps, "method": _CAPTUM_RULES.get(rule, "riemann_trapezoid"), "batch": chunk}
 
 
 def captum_integrated_gradients(cell: Cell) -> Impl:
@@ -455,12 +456,14 @@ def rival_copy(model: nn.Module) -> nn.Module:
 
 #: Extra configurations of ours timed in the same cell as the defaults (one row each).
 OURS_VARIANTS: dict[str, list[dict[str, Any]]] = {
-    # the default scores the 32 most varying channels; max_channels=0 scores all (the paper's)
-    "scorecam": [{"max_channels": 0}],
+    # the default scores the 32 most varying channels with the paper's weights; this row scores
+    # every channel with the libraries' weights (a softmax over channels): the same method as theirs
+    "scorecam": [{"max_channels": 0, "weights": "channel_softmax"}],
     # pytorch-grad-cam centres the features before the SVD; ours does not by default
     "eigencam": [{"center": True}],
-    # the default rule is adaptive (no library has it); midpoint is Captum's riemann_middle
-    "integrated_gradients": [{"rule": "midpoint"}],
+    # the default rule is adaptive (no library has it); trapezoid is Captum's riemann_trapezoid
+    # (whose weights sum to (n-1)/n: a scale, removed by the normalisation)
+    "integrated_gradients": [{"rule": "trapezoid"}],
 }
 
 
@@ -471,15 +474,19 @@ def known_difference(method: str, variant: dict[str, Any], library: str, backbon
     """
     if method == "smoothgrad":
         return "random noise: compared with the library's own run-to-run agreement"
-    if method == "scorecam":
+    if method == "scorecam" and variant.get("weights") != "channel_softmax":
         return ("channel weights: ours p_c(X * H_k) (the paper, the authors' code), the libraries "
-                "a softmax over channels of the logits (held to r >= 0.999 in its own target)")
+                "a softmax over channels of the logits (the weights=channel_softmax row is theirs)")
+    if method == "scorecam" and library == "pytorch-grad-cam":
+        return ("pytorch-grad-cam upsamples the masks with nn.UpsamplingBilinear2d (align_corners=True); "
+                "ours and torchcam use align_corners=False, as for the map itself")
     if method == "eigencam" and not variant.get("center"):
         return "pytorch-grad-cam centres the features before the SVD (see the center=True row)"
     if method == "eigencam":
         return "the SVD's sign: pytorch-grad-cam keeps numpy's arbitrary sign, ours orients it"
     if method == "integrated_gradients" and variant.get("rule", "adaptive") == "adaptive":
-        return "ours places the path nodes adaptively; Captum's closest rule is riemann_middle"
+        return ("ours places the path nodes adaptively; Captum's riemann_trapezoid spaces them evenly "
+                "(the rule=trapezoid row)")
     if method == "gradcam_pp" and library == "torchcam":
         return ("torchcam 0.5 never divides alpha: `alpha[idx][mask].div_(...)` divides a copy "
                 "made by the boolean index")

@@ -28,7 +28,7 @@ from explainzoo.backbones import Backbone, ExplainzooError, preserved_state
 from explainzoo.backbones.errors import unknown
 from explainzoo.backbones.preprocess import Preprocessing
 
-from .capture import capture, gather_scores, normalize, resolve_targets, upsample
+from .capture import capture, explicit_targets, gather_scores, normalize, resolve_targets, upsample
 from .result import Explanation
 
 
@@ -101,6 +101,12 @@ class Context:
     def targets(self, logits: Tensor) -> Tensor:
         return resolve_targets(self.backbone, self.target, logits)
 
+    def known_targets(self, n: int) -> Tensor | None:
+        """The call's targets for ``n`` images when given, None for "each image's top-1"."""
+        if self.target is None:
+            return None
+        return explicit_targets(self.backbone, self.target, n, self.require_x().device)
+
     def activations(self, stop: bool = False) -> tuple[Tensor, Tensor | None]:
         """(A (N,C,h,w), logits or None) with no autograd at all."""
         x = self.require_x()
@@ -123,16 +129,20 @@ class Context:
         return self.to_map(out.detach()), self.to_map(grad), targets, score.detach()
 
     def input_gradients(
-        self, inputs: Tensor, targets: Tensor | None = None
+        self, inputs: Tensor, targets: Tensor | None = None, target_row: int | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
         """(d score / d input, targets, scores) for a batch of inputs.
 
-        ``targets`` None resolves the call's target against these logits.
+        ``targets`` None resolves the call's target against these logits: per
+        row, or, with ``target_row``, that row's class for every row (the
+        clean image among copies of it).
         """
-        leaf = inputs.detach().clone().requires_grad_(True)
+        leaf = inputs.detach().requires_grad_(True)  # a new tensor object: the caller's keeps its flags
         with torch.enable_grad():
             logits = self.model(leaf)
-            if targets is None:
+            if targets is None and target_row is not None:
+                targets = self.targets(logits[target_row : target_row + 1].detach()).expand(logits.shape[0])
+            elif targets is None:
                 targets = self.targets(logits)
             score = gather_scores(logits, targets)
             (grad,) = torch.autograd.grad(score.sum(), leaf)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from explainzoo.backbones import Backbone, ExplainzooError
+from explainzoo.backbones import Backbone, ExplainzooError, remove_hook
 
 
 class _StopForward(Exception):
@@ -73,7 +73,7 @@ def capture(
             except _StopForward:
                 pass
     finally:
-        handle.remove()
+        remove_hook(handle)
     if not captured:
         raise ExplainzooError(f"layer {path!r} did not run in the forward pass")
     if logits is not None and (not isinstance(logits, Tensor) or logits.ndim != 2):
@@ -86,18 +86,22 @@ def capture(
 
 def resolve_targets(bb: Backbone, target: Any, logits: Tensor) -> Tensor:
     """Class indices (N,) from None (top-1), an int/name, or one per image."""
-    n = logits.shape[0]
     if target is None:
         return logits.detach().argmax(dim=1)
+    return explicit_targets(bb, target, logits.shape[0], logits.device)
+
+
+def explicit_targets(bb: Backbone, target: Any, n: int, device: torch.device) -> Tensor:
+    """Class indices (N,) from an int/name or one per image (not None)."""
     if isinstance(target, Tensor):
         target = target.tolist()
     if isinstance(target, int | str) and not isinstance(target, bool):
-        return torch.full((n,), bb.class_index(target), dtype=torch.long, device=logits.device)
+        return torch.full((n,), bb.class_index(target), dtype=torch.long, device=device)
     if isinstance(target, Sequence):
         if len(target) != n:
             raise ExplainzooError(f"got {len(target)} targets for a batch of {n} images")
         idx = [bb.class_index(t) for t in target]
-        return torch.tensor(idx, dtype=torch.long, device=logits.device)
+        return torch.tensor(idx, dtype=torch.long, device=device)
     raise ExplainzooError(f"target must be None, a class index or name, or one per image; got {target!r}")
 
 

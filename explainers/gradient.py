@@ -146,7 +146,7 @@ def adaptive_path_average(evaluate: PathEvaluator, delta: Tensor, steps: int, ba
                 nodes[al] = (g, sc, float((g.double() * d).sum()))
 
     first = max(2, steps // 4)
-    add([k / (first - 1) for k in range(first)])
+    add([1.0] + [k / (first - 1) for k in range(first - 1)])  # the image itself first
     per_round = max(1, min(batch_size, steps // 16))
     while len(nodes) < steps:
         keys = sorted(nodes)
@@ -172,6 +172,36 @@ def adaptive_path_average(evaluate: PathEvaluator, delta: Tensor, steps: int, ba
     return total
 
 
+class _ImagePath:
+    """A :data:`PathEvaluator` for one image: gradients at baseline + alpha * (x - baseline).
+
+    With no target given, the first evaluation must include alpha = 1 (the
+    image itself): its class becomes the target. The score at alpha = 1 is
+    kept as the image's score.
+    """
+
+    def __init__(self, ctx: Context, baseline: Tensor, image: Tensor, target: Tensor | None) -> None:
+        self.ctx, self.baseline, self.target = ctx, baseline, target
+        self.delta = image - baseline
+        self.score: Tensor | None = None
+
+    def __call__(self, alphas: Tensor) -> tuple[Tensor, Tensor]:
+        al = alphas.to(device=self.delta.device, dtype=self.delta.dtype).view(-1, 1, 1, 1)
+        points = self.baseline[None] + al * self.delta[None]
+        end = (alphas == 1).nonzero()
+        row = int(end[0, 0]) if len(end) else None
+        if self.target is None:
+            if row is None:
+                raise ExplainzooError("internal: the first path evaluation must include alpha = 1")
+            grads, targets, scores = self.ctx.input_gradients(points, None, target_row=row)
+            self.target = targets[:1]
+        else:
+            grads, _, scores = self.ctx.input_gradients(points, self.target.expand(len(alphas)))
+        if row is not None:
+            self.score = scores[row]
+        return grads, scores
+
+
 class IntegratedGradients(AttributionExplainer):
     """Integrated Gradients: the gradient integrated along a path from a baseline.
 
@@ -191,6 +221,10 @@ class IntegratedGradients(AttributionExplainer):
     paper's) are uniform rules. The baseline x' is an all-black image
     (``baseline=black``, the paper's) or the dataset mean (``mean``: zeros
     after normalisation).
+
+    The rules with a node at alpha = 1 (adaptive, trapezoid, right) evaluate
+    the image itself on the path: that pass gives the target class and the
+    score, so only ``midpoint`` needs a separate clean forward pass.
 
     Completeness: sum_i IG_i = S_c(x) - S_c(x') up to the quadrature error.
     The signed per-pixel attributions (colour channels summed) are
@@ -216,28 +250,34 @@ class IntegratedGradients(AttributionExplainer):
 
     def attributions(self, ctx: Context) -> tuple[Tensor, Tensor, Tensor]:
         """Signed (N,3,H,W) attributions, targets and the clean scores."""
-        x, targets, scores = _clean_targets(ctx)
-        baseline = fill_value(ctx.backbone, self.config["baseline"], x).expand_as(x[0])
+        x = ctx.require_x()
         steps, rule, batch_size = self.config["steps"], self.config["rule"], self.config["batch_size"]
+        # rules with a node at alpha = 1 evaluate the clean image on the path: its pass gives the
+        # target and the score, so only the midpoint rule needs a separate clean forward pass
+        ends_at_image = rule in ("trapezoid", "right") or (rule == "adaptive" and steps >= 3)
+        if ends_at_image:
+            known = ctx.known_targets(x.shape[0])
+            scores = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        else:
+            x, known, scores = _clean_targets(ctx)
+        baseline = fill_value(ctx.backbone, self.config["baseline"], x).expand_as(x[0])
+        targets = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         out = []
         for i in range(x.shape[0]):
-            delta = x[i] - baseline
-            target = targets[i : i + 1]
-
-            def evaluate(alphas: Tensor, delta: Tensor = delta, target: Tensor = target) -> tuple[Tensor, Tensor]:
-                al = alphas.to(device=x.device, dtype=x.dtype).view(-1, 1, 1, 1)
-                grads, _, sc = ctx.input_gradients(baseline[None] + al * delta[None], target.expand(len(alphas)))
-                return grads, sc
-
+            path = _ImagePath(ctx, baseline, x[i], None if known is None else known[i : i + 1])
             if rule == "adaptive":
-                avg = adaptive_path_average(evaluate, delta, steps, batch_size)
+                avg = adaptive_path_average(path, path.delta, steps, batch_size)
             else:
-                alphas, weights = path_points(steps, rule)
-                avg = torch.zeros(delta.shape, dtype=torch.float64, device=x.device)
+                alphas, weights = (t.flip(0) for t in path_points(steps, rule))  # alpha = 1 first
+                avg = torch.zeros(path.delta.shape, dtype=torch.float64, device=x.device)
                 for a, b in chunks(len(alphas), batch_size):
-                    grads, _ = evaluate(alphas[a:b])
+                    grads, _ = path(alphas[a:b])
                     avg += (grads.double() * weights[a:b].to(x.device).view(-1, 1, 1, 1)).sum(dim=0)
-            out.append((avg * delta.double()).to(x.dtype))
+            assert path.target is not None  # set by the first evaluation
+            targets[i] = path.target[0]
+            if path.score is not None:
+                scores[i] = path.score
+            out.append((avg * path.delta.double()).to(x.dtype))
         return torch.stack(out), targets, scores
 
     def attribute(self, ctx: Context) -> tuple[Tensor, Tensor, Tensor]:

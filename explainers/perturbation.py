@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from explainzoo.backbones import ExplainzooError
+from explainzoo.backbones import ExplainzooError, remove_hook
 
 from .base import AttributionExplainer, CAMExplainer, Context, Option
 from .capture import capture, gather_scores, upsample
@@ -104,6 +104,13 @@ class ScoreCAM(ChannelWeightCAM):
       p_c(X_b), a constant shared by all channels; like the authors' code we
       use p_c(X * H_k) itself.
 
+    ``weights=channel_softmax`` weights the channels as pytorch-grad-cam and
+    torchcam do instead: a softmax over the channels of the target's logit
+    y_c(X * H_k). Computed as exp(y_k - max_k y_k) over the scored channels:
+    the softmax's denominator (and the unscored all-zero channels it would
+    include) scales every weight of an image alike, which the normalisation
+    removes, so the map is theirs.
+
     ``baseline`` sets what masked-out pixels become (``mean``: X * H exactly).
     """
 
@@ -114,11 +121,16 @@ class ScoreCAM(ChannelWeightCAM):
                                low=0, high=1 << 20),
         "batch_size": batch_option(8),
         "baseline": fill_option("mean"),
+        "weights": Option("probability",
+                          "'probability': the target's softmax probability of the masked image (the paper); "
+                          "'channel_softmax': a softmax of its logit over channels (pytorch-grad-cam, torchcam)",
+                          choices=("probability", "channel_softmax")),
     }
 
     def channel_weights(
         self, ctx: Context, out: Tensor, A: Tensor, logits: Tensor, targets: Tensor
     ) -> Tensor:
+        probability = self.config["weights"] == "probability"
         x = ctx.require_x()
         hw = ctx.input_hw
         fill = fill_value(ctx.backbone, self.config["baseline"], x)
@@ -140,12 +152,20 @@ class ScoreCAM(ChannelWeightCAM):
 
             weights[i, chosen] = chunked_masked_scores(
                 ctx.model, x[i], make_masks, len(chosen), fill, target,
-                self.config["batch_size"], softmax=True,
+                self.config["batch_size"], softmax=probability,
             )
             live_constant = constant & (flat[:, 0] != 0)
             if live_constant.any():  # mask H = 0 for all of them: one pass
                 zero = torch.zeros(1, *hw, dtype=x.dtype, device=x.device)
-                weights[i, live_constant] = masked_scores(ctx.model, x[i], zero, fill, target, softmax=True)
+                weights[i, live_constant] = masked_scores(ctx.model, x[i], zero, fill, target, softmax=probability)
+            if not probability:
+                scored = torch.zeros_like(constant)
+                scored[chosen] = True
+                scored |= live_constant
+                if scored.any():
+                    y = weights[i, scored]
+                    weights[i] = 0
+                    weights[i, scored] = (y - y.max()).exp()
         return weights
 
 
@@ -237,7 +257,7 @@ def _ablation_drops(
             inputs = x if once else x.repeat(batch.shape[0], 1, 1, 1)
             return forward_logits(model, inputs, rows=batch.shape[0])
         finally:
-            handle.remove()
+            remove_hook(handle)
 
     drops = []
     flat_out = out.reshape(1, -1)

@@ -139,6 +139,25 @@ def test_integrated_gradients_golden(tiny, rule: str) -> None:
         torch.testing.assert_close(exp.raw[i], expected.float(), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.parametrize(("rule", "steps"), [("adaptive", 12), ("trapezoid", 7), ("right", 7), ("midpoint", 7)])
+def test_integrated_gradients_takes_target_and_score_from_the_path(tiny, rule: str, steps: int) -> None:
+    """Rules with a node at alpha = 1 need no separate clean forward pass for the target and score."""
+    x = tiny_input(1)
+    rows: list[int] = []
+    handle = tiny.model.register_forward_pre_hook(lambda m, args: rows.append(args[0].shape[0]))
+    try:
+        exp = explain("integrated_gradients", tiny, x, steps=steps, rule=rule, batch_size=3)
+    finally:
+        handle.remove()
+    assert sum(rows) == steps + (rule == "midpoint")  # images seen: the path (+ the clean one)
+    logits = tiny.model(x)
+    torch.testing.assert_close(exp.targets, logits.argmax(1))
+    torch.testing.assert_close(exp.scores, logits.gather(1, exp.targets[:, None])[:, 0], atol=1e-5, rtol=1e-5)
+    given = explain("integrated_gradients", tiny, x, steps=steps, rule=rule, batch_size=3, target=2)
+    assert int(given.targets[0]) == 2
+    torch.testing.assert_close(given.scores, logits[:, 2], atol=1e-5, rtol=1e-5)
+
+
 def test_adaptive_path_average_finds_a_steep_step() -> None:
     """S(a) = sigmoid(400 (a - 0.03)): nearly all of the change within 2% of the path.
     64 adaptive nodes integrate S' to 0.5%; 64 uniform midpoints miss by over 5%."""

@@ -78,6 +78,28 @@ def test_scorecam_golden_all_channels(tiny) -> None:
         np.testing.assert_allclose(exp.raw[i].numpy(), ref_scorecam(tiny.model, x[i], t), atol=1e-5, rtol=1e-4)
 
 
+def test_scorecam_channel_softmax_weights_as_the_libraries(tiny) -> None:
+    """weights=channel_softmax: softmax over all channels of the masked logit (pytorch-grad-cam's)."""
+    x = tiny_input(2)
+    exp = explain("scorecam", tiny, x, max_channels=0, weights="channel_softmax")
+    for i in range(2):
+        t = int(exp.targets[i])
+        A, _, _ = act_and_grad(tiny.model, x[i : i + 1])
+        logits = []
+        for k in range(A.shape[1]):  # every channel, the dead one included, as the libraries do
+            up = F.interpolate(A[0, k][None, None], size=(8, 8), mode="bilinear", align_corners=False)[0, 0]
+            lo, hi = up.min(), up.max()
+            mask = (up - lo) / (hi - lo) if hi > lo else torch.zeros_like(up)
+            logits.append(logits64(tiny.model, (x[i].double() * mask)[None])[0, t])
+        w = torch.stack(logits).softmax(0)
+        cam = (w[:, None, None] * A[0]).sum(0).clamp(min=0)
+        ours = exp.maps[i].double()
+        ref = F.interpolate(cam[None, None], size=(8, 8), mode="bilinear", align_corners=False)[0, 0]
+        np.testing.assert_allclose(ours.numpy(), (ref / ref.max()).numpy(), atol=1e-5)
+    probability = explain("scorecam", tiny, x, max_channels=0)
+    assert not torch.allclose(probability.maps, exp.maps, atol=1e-3)  # a different weighting
+
+
 def test_scorecam_max_channels_keeps_the_most_varying(tiny) -> None:
     x = tiny_input(1)
     A, _, _ = act_and_grad(tiny.model, x)
