@@ -5,12 +5,12 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test demo lint bench bench-quick clean browser
+.PHONY: install test demo lint bench bench-quick bench-batch clean browser screenshots
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[demo,test]'
+	$(PY) -m pip install --quiet -e '.[demo,test,batch,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -30,6 +30,10 @@ test: install browser
 demo: install
 	$(VENV)/bin/explainzoo demo
 
+# The README's screenshots (docs/img/): the browser test saves them when asked to.
+screenshots: install browser
+	EXPLAINZOO_SCREENSHOTS=1 $(PY) -m pytest -q tests/test_demo_browser.py
+
 lint: install
 	$(VENV)/bin/ruff check .
 
@@ -40,7 +44,7 @@ BENCH_STAMP := $(VENV)/.bench-stamp
 BENCH_ARGS  ?=
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
-	$(PY) -m pip install --quiet -e '.[demo,test,bench]'
+	$(PY) -m pip install --quiet -e '.[demo,test,batch,ray,bench]'
 	touch $(BENCH_STAMP)
 
 bench: $(BENCH_STAMP)
@@ -48,6 +52,11 @@ bench: $(BENCH_STAMP)
 
 bench-quick: $(BENCH_STAMP)
 	$(PY) -m benchmarks.run --quick $(BENCH_ARGS)
+
+# Dataset jobs: throughput against a bare forward and pytorch-grad-cam, RSS, Ray scaling
+# (benchmarks/RESULTS_batch.md).
+bench-batch: $(BENCH_STAMP)
+	$(PY) -m benchmarks.batch $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

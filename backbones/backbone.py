@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -12,8 +12,12 @@ from torch import Tensor, nn
 
 from .errors import ExplainzooError, UnknownNameError, suggest, unknown
 from .guard import model_lock
-from .layers import LayerFormat, Probe, derive_last, probe_model
+from .layers import LayerFormat, LayerHints, Probe, derive_aliases, probe_model
+from .outputs import OutputKey, scored_output
 from .preprocess import Preprocessing
+
+#: What a backbone's scored output can be (see :attr:`Backbone.kind`).
+KINDS = ("classifier", "segmentation", "embedding")
 
 
 @dataclass(eq=False)
@@ -22,7 +26,8 @@ class Backbone:
 
     Attributes:
         name: registry name, e.g. ``"vgg11_ref"`` or ``"timm:resnet50"``.
-        model: the ``nn.Module`` classifier, (N,3,H,W) -> (N,num_classes) logits.
+        model: the ``nn.Module`` classifier, (N,3,H,W) -> (N,num_classes) logits
+            (or an output that holds them: see ``output_key``).
         preprocessing: input size, mean/std, interpolation and crop.
         labels: class names, index-aligned with the logits.
         weights: where the weights came from ("random init", "checkpoint FILE",
@@ -30,9 +35,19 @@ class Backbone:
         pretrained: False when the model runs on random init.
         aliases: fixed alias -> module path; when None, derived from a probe
             forward pass (``conv1``, ``last``, ``stage1..N``).
-        stage_paths: candidate stage modules for derived aliases (timm's
-            ``feature_info``); only those that produce maps are kept.
-        first_conv: candidate path for the ``conv1`` alias.
+        hints: what the model's family knows about its layers (stem conv,
+            stages, prefix tokens, channels-last, preferred ``last``); when
+            None, the built-in families are asked (a bare timm model still
+            gets timm's hints), else none are used.
+        output_key: which part of the model's output is scored when it is not
+            a tensor (a dict key, tuple index, attribute name or callable);
+            None: the tensor itself, or its ``.logits``. See
+            :meth:`scored_output`.
+        kind: what the scored output is: ``"classifier"`` (N,num_classes)
+            logits, ``"segmentation"`` (N,K,H,W) dense logits, or
+            ``"embedding"`` (N,D) features with no labels (a timm model built
+            with ``num_classes=0``). None (the default) becomes "embedding"
+            when ``labels`` is empty, else "classifier".
     """
 
     name: str
@@ -42,9 +57,21 @@ class Backbone:
     weights: str = "random init"
     pretrained: bool = False
     aliases: dict[str, str] | None = None
-    stage_paths: Sequence[str] = ()
-    first_conv: str | None = None
+    hints: LayerHints | None = None
+    output_key: OutputKey = None
+    kind: str | None = None
     _probe_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.kind is None:
+            self.kind = "classifier" if self.labels else "embedding"
+        if self.kind not in KINDS:
+            raise ExplainzooError(f"backbone kind must be one of {', '.join(KINDS)}, got {self.kind!r}")
+
+    @property
+    def is_embedding(self) -> bool:
+        """True when the model outputs features with no class labels (no class targets)."""
+        return self.kind == "embedding"
 
     # -- preprocessing -----------------------------------------------------
     def preprocess(self, image: Any) -> Tensor:
@@ -64,32 +91,37 @@ class Backbone:
         """Serialises explanations that share this model across threads."""
         return model_lock(self.model)
 
+    # -- outputs -----------------------------------------------------------
+    def scored_output(self, out: Any) -> Tensor:
+        """The scored tensor of a model output (``model(x)``), per ``output_key``.
+
+        Raises:
+            ExplainzooError: the declared part is missing or not a tensor.
+        """
+        return scored_output(out, self.output_key)
+
     # -- layers ------------------------------------------------------------
+    @cached_property
+    def layer_hints(self) -> LayerHints:
+        """The family's hints, or those a built-in family gives for a bare model."""
+        if self.hints is not None:
+            return self.hints
+        from .family import builtin_hints  # the families import this module
+
+        return builtin_hints(self.model)
+
     @cached_property
     def probe(self) -> Probe:
         """One forward pass's record of every module's output layout."""
         with self._probe_lock, self.lock:
-            return probe_model(self.model, self.input_size)
+            return probe_model(self.model, self.input_size, self.layer_hints)
 
     @cached_property
     def layers(self) -> dict[str, str]:
         """Alias -> module path: ``conv1``, ``last``, ``stage1..N``."""
-        modules = dict(self.model.named_modules())
         if self.aliases is not None:
             return dict(self.aliases)
-        out: dict[str, str] = {}
-        first = self.first_conv if self.first_conv in modules else None
-        if first is None or not isinstance(modules[first], nn.Conv2d):
-            first = next((p for p in self.probe.order if isinstance(modules[p], nn.Conv2d)), None)
-        if first is not None:
-            out["conv1"] = first
-        stages = [p for p in self.stage_paths if p in self.probe.formats]
-        last = derive_last(self.model, self.probe, stages)
-        if last is not None:
-            out["last"] = last
-        for i, p in enumerate(stages, 1):
-            out[f"stage{i}"] = p
-        return out
+        return derive_aliases(self.model, self.probe, self.layer_hints)
 
     def map_layers(self) -> list[str]:
         """Every module path whose output is a map, in forward order."""
@@ -149,6 +181,11 @@ class Backbone:
         if isinstance(target, bool):
             raise ExplainzooError(f"target must be a class index or name, got {target!r}")
         if isinstance(target, int):
+            if self.num_classes == 0:
+                raise ExplainzooError(
+                    f"{self.name} is an embedding model with no classes; explain a similarity "
+                    "to a reference embedding or a callable score instead of a class"
+                )
             if not 0 <= target < self.num_classes:
                 raise ExplainzooError(
                     f"class index {target} out of range for {self.name} "
@@ -157,7 +194,7 @@ class Backbone:
             return target
         if isinstance(target, str):
             key = target.strip().lower()
-            if key.isdigit():
+            if key.isascii() and key.isdigit():  # "²", "①", "٣" are names, not indices
                 return self.class_index(int(key))
             index = self._label_index
             if key in index:

@@ -4,6 +4,10 @@ A probe forward pass at the backbone's input size records, for every module,
 the layout of its output: ``nchw`` (convolutions), ``nhwc`` (Swin-style
 channels-last maps) or ``tokens`` (ViT-style (N,L,C) with prefix tokens).
 Aliases are checked against these real outputs, never guessed from names.
+
+This module knows no model zoo: what a family knows about its models (the stem
+convolution, the stage modules, prefix tokens, channels-last outputs, the
+preferred CAM target) reaches it as :class:`LayerHints`, filled by the family.
 """
 
 from __future__ import annotations
@@ -27,6 +31,37 @@ _NOT_FEATURES = (
     nn.Dropout2d,
     nn.Flatten,
 )
+
+
+@dataclass(frozen=True)
+class LayerHints:
+    """What a backbone family knows about its model's layers.
+
+    Every hint is a candidate checked against the probe's real outputs: one
+    that names no module, or a module whose output is not a map, is ignored.
+
+    Attributes:
+        first_conv: module path of the stem convolution (the ``conv1`` alias);
+            when missing, the first ``nn.Conv2d`` in forward order.
+        stage_paths: the modules that end each stage (``stage1..N``), in order.
+        prefix_tokens: class/register tokens before the patch tokens of a
+            token model's (N,L,C) outputs.
+        nhwc: the model's 4-D maps are channels-last (ambiguous shapes are
+            then read as NHWC).
+        last: preferred paths for the ``last`` alias; the first whose output
+            is a map of more than one pixel wins, else it is derived.
+        trunk: when ``stage_paths`` is empty, the container ("" for the model
+            itself) whose children run one after another; a stage then ends
+            at each child after which the output stride grows (see
+            :func:`stride_stages`), as timm's ``feature_info`` reductions.
+    """
+
+    first_conv: str | None = None
+    stage_paths: tuple[str, ...] = ()
+    prefix_tokens: int = 0
+    nhwc: bool = False
+    last: tuple[str, ...] = ()
+    trunk: str | None = None
 
 
 @dataclass(frozen=True)
@@ -122,10 +157,16 @@ class Probe:
     same_as: dict[str, set[str]]
 
 
-def probe_model(model: nn.Module, input_size: tuple[int, int]) -> Probe:
-    """Run one forward pass on zeros and record every module's output layout."""
-    prefix = int(getattr(model, "num_prefix_tokens", 0) or 0)
-    prefer_nhwc = getattr(model, "output_fmt", "NCHW") == "NHWC"
+def probe_model(model: nn.Module, input_size: tuple[int, int], hints: LayerHints | None = None) -> Probe:
+    """Run one forward pass on zeros and record every module's output layout.
+
+    Args:
+        model: the classifier.
+        input_size: (H, W) of the probe input.
+        hints: the family's prefix-token count and channels-last flag.
+    """
+    hints = hints or LayerHints()
+    prefix, prefer_nhwc = hints.prefix_tokens, hints.nhwc
     formats: dict[str, LayerFormat] = {}
     order: list[str] = []
     outputs: dict[str, Tensor] = {}  # kept alive during the probe so ids stay unique
@@ -160,24 +201,42 @@ def probe_model(model: nn.Module, input_size: tuple[int, int]) -> Probe:
     return Probe(formats, order, same_as)
 
 
-def derive_last(model: nn.Module, probe: Probe, stage_paths: list[str]) -> str | None:
+def derive_aliases(model: nn.Module, probe: Probe, hints: LayerHints) -> dict[str, str]:
+    """Alias -> module path: ``conv1``, ``last`` and ``stage1..N``, checked on the probe."""
+    modules = dict(model.named_modules())
+    out: dict[str, str] = {}
+    first = hints.first_conv if hints.first_conv in modules else None
+    if first is None or not isinstance(modules[first], nn.Conv2d):
+        first = next((p for p in probe.order if isinstance(modules[p], nn.Conv2d)), None)
+    if first is not None:
+        out["conv1"] = first
+    stages = [p for p in hints.stage_paths if p in probe.formats]
+    if not stages and hints.trunk is not None:
+        stages = stride_stages(model, probe, hints.trunk)
+    last = derive_last(model, probe, stages, hints.last)
+    if last is not None:
+        out["last"] = last
+    for i, p in enumerate(stages, 1):
+        out[f"stage{i}"] = p
+    return out
+
+
+def derive_last(
+    model: nn.Module, probe: Probe, stage_paths: list[str], preferred: tuple[str, ...] = ()
+) -> str | None:
     """The last spatial feature map of a model: the default CAM target.
 
-    Token models (ViT/DeiT): with class-token pooling only the class token of
-    the final norm gets a gradient, so the target is the last block's
-    ``norm1`` (the attention input), as pytorch-grad-cam recommends; with
-    average/attention pooling it is the final ``norm``. Other models: the
-    last tensor returned by a module that is a map of more than one pixel and
-    not a pooling output; of the modules that returned that very tensor, the
-    stage (from ``feature_info``) if one did, else the outermost.
+    The first of ``preferred`` (the family's hint, e.g. a ViT's last
+    ``norm1``) whose output is a map of more than one pixel wins. Otherwise:
+    the last tensor returned by a module that is a map of more than one pixel
+    and not a pooling output; of the modules that returned that very tensor,
+    the stage (from ``stage_paths``) if one did, else the outermost.
     """
-    modules = dict(model.named_modules())
-    blocks = getattr(model, "blocks", None)
-    if isinstance(blocks, nn.Sequential) and len(blocks) and hasattr(model, "patch_embed"):
-        token_pool = getattr(model, "global_pool", None) == "token"
-        cand = f"blocks.{len(blocks) - 1}.norm1" if token_pool else "norm"
-        if cand in probe.formats and probe.formats[cand].spatial:
+    for cand in preferred:
+        fmt = probe.formats.get(cand)
+        if fmt is not None and fmt.spatial:
             return cand
+    modules = dict(model.named_modules())
     stages = set(stage_paths)
     for path in reversed(probe.order):
         fmt = probe.formats.get(path)
@@ -195,3 +254,29 @@ def derive_last(model: nn.Module, probe: Probe, stage_paths: list[str]) -> str |
         in_stages = [p for p in members if p in stages]
         return min(in_stages or members, key=lambda p: (p.count("."), probe.order.index(p)))
     return None
+
+
+def stride_stages(model: nn.Module, probe: Probe, trunk: str) -> list[str]:
+    """The children of ``trunk`` that end a stage: the last map at each output stride.
+
+    Children whose output is no spatial map (heads, pools, identities) are
+    skipped; of the rest, in forward order, a child ends a stage when the
+    next one's stride is larger (by more than a third), and the last one ends
+    the last stage.
+    """
+    try:
+        parent = model.get_submodule(trunk) if trunk else model
+    except AttributeError:
+        return []
+    paths = [f"{trunk}.{n}" if trunk else n for n, _ in parent.named_children()]
+    kept = [
+        p for p in paths
+        if p in probe.formats and probe.formats[p].spatial
+        and not isinstance(model.get_submodule(p), _NOT_FEATURES)
+    ]
+    kept.sort(key=probe.order.index)
+    ends = []
+    for here, after in zip(kept, kept[1:]):
+        if probe.formats[after].stride > probe.formats[here].stride * 1.33:
+            ends.append(here)
+    return ends + kept[-1:]

@@ -16,10 +16,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .backbone import Backbone
+from .builder import build_backbone
 from .errors import WeightsUnavailableError
 from .labels import default_labels
 from .preprocess import Preprocessing
-from .weights import load_checkpoint, load_state_dict_checked
+from .weights import load_state_dict_checked
 
 # (conv name, bn name, channels out, max-pool after)
 _LAYERS = (
@@ -103,13 +104,20 @@ def from_vgg11_bn(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
+NO_WEIGHTS = (
+    "vgg11_ref has no published weights: its head is yours. Pass checkpoint=PATH "
+    "(a vgg11_ref state dict, or a vgg11_bn one for the conv/bn part), or "
+    "pretrained=False for random init."
+)
+
+
 def create_vgg11_ref(
     pretrained: bool = False,
     checkpoint: str | Path | None = None,
     num_classes: int = 1000,
     labels: list[str] | None = None,
 ) -> Backbone:
-    """The reference VGG11 as a :class:`Backbone`.
+    """The reference VGG11 as a :class:`Backbone`, through the builder.
 
     Args:
         pretrained: there are no published weights for this head; asking for
@@ -120,33 +128,27 @@ def create_vgg11_ref(
         num_classes: size of ``fc_out``.
         labels: class names; default ImageNet's for 1000 classes.
     """
-    model = VGG11Classifier(num_classes).eval()
-    weights, is_pretrained = "random init", False
-    if checkpoint is not None:
-        sd = load_checkpoint(checkpoint)
-        if any(k.startswith("features.") for k in sd):
-            mapped = from_vgg11_bn(sd)
-            load_state_dict_checked(model.backbone, _strip(mapped, "backbone."), f"checkpoint {checkpoint}")
-            weights = f"checkpoint {checkpoint} (conv/bn from vgg11_bn; head random init)"
-        else:
-            load_state_dict_checked(model, sd, f"checkpoint {checkpoint}")
-            weights = f"checkpoint {checkpoint}"
-        is_pretrained = True
-    elif pretrained:
-        raise WeightsUnavailableError(
-            "vgg11_ref has no published weights: its head is yours. Pass checkpoint=PATH "
-            "(a vgg11_ref state dict, or a vgg11_bn one for the conv/bn part), or "
-            "pretrained=False for random init."
-        )
-    return Backbone(
-        name="vgg11_ref",
-        model=model,
+    return build_backbone(
+        "vgg11_ref",
+        lambda: VGG11Classifier(num_classes),
         preprocessing=Preprocessing(),
         labels=labels or default_labels(num_classes),
-        weights=weights,
-        pretrained=is_pretrained,
-        aliases=dict(ALIASES),
+        pretrained=pretrained,
+        checkpoint=checkpoint,
+        aliases=ALIASES,
+        fit_checkpoint=fit_checkpoint,
+        no_weights=NO_WEIGHTS,
     )
+
+
+def fit_checkpoint(model: nn.Module, sd: Mapping[str, Tensor], source: str) -> str:
+    """Load a ``vgg11_ref`` state dict, or a ``vgg11_bn`` one onto the conv/BN part."""
+    if any(k.startswith("features.") for k in sd):
+        mapped = from_vgg11_bn(sd)
+        load_state_dict_checked(model.backbone, _strip(mapped, "backbone."), source)
+        return f"{source} (conv/bn from vgg11_bn; head random init)"
+    load_state_dict_checked(model, sd, source)
+    return source
 
 
 def _strip(sd: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:

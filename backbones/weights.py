@@ -1,15 +1,19 @@
-"""Where weights come from, resolved in one place.
+"""Reading weights safely: checkpoint files and the offline weight packages.
 
-Order: an explicit checkpoint (safetensors, or ``torch.load`` with
-``weights_only=True`` so no pickled code ever runs); an offline weight package
-registered in :data:`OFFLINE_PACKAGES`; timm's hub (honours ``HF_HUB_OFFLINE``
-and the local cache). Asking for pretrained weights that cannot be found is an
-error, never a silent random init.
+A checkpoint is read from safetensors, or with ``torch.load(weights_only=True)``
+so no pickled code ever runs; an offline weight package registered in
+:data:`OFFLINE_PACKAGES` is mapped onto the model by order and shape. The order
+in which sources are tried (checkpoint, offline package, the family's hub,
+random init) lives in :mod:`.builder`, once for every family.
 """
 
 from __future__ import annotations
 
 import importlib
+import pickle
+import re
+import stat
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,26 +52,105 @@ OFFLINE_PACKAGES: dict[str, OfflinePackage] = {
 }
 
 
+_RESAVE = (
+    "re-save it as a state dict of tensors (torch.save(model.state_dict(), PATH)) or as .safetensors"
+)
+
+
+def _check_file(path: Path) -> None:
+    """Refuse what is not a regular file, saying what it is."""
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise WeightsUnavailableError(f"checkpoint {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise WeightsUnavailableError(f"cannot open checkpoint {str(path)!r}: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(mode):
+        raise WeightsUnavailableError(f"checkpoint {str(path)!r} is a directory; pass the weights file inside it")
+    if not stat.S_ISREG(mode):
+        raise WeightsUnavailableError(
+            f"checkpoint {str(path)!r} is not a regular file (a device, pipe or socket); pass a weights file"
+        )
+
+
+def _check_zip(path: Path) -> None:
+    """Verify every member's CRC of a torch zip checkpoint (torch.load does not).
+
+    Without this, bytes corrupted inside a tensor's record load silently as
+    other weights. Legacy (non-zip) torch files carry no checksum, nor does
+    safetensors (its header is validated, its data cannot be).
+    """
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as zf:
+            bad = zf.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        bad = f"<archive> ({exc})"
+    if bad is not None:
+        raise WeightsUnavailableError(
+            f"checkpoint {str(path)!r} is corrupt: {bad} fails its CRC check; download or copy it again"
+        )
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _read(path: Path) -> object:
+    """The checkpoint's raw content: safetensors, or torch with ``weights_only=True``."""
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    _check_zip(path)
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if found:
+            raise WeightsUnavailableError(
+                f"checkpoint {str(path)!r} holds pickled Python objects besides tensors ({found.group(1)}), "
+                f"refused: no pickled code is ever run; {_RESAVE}"
+            ) from None
+        raise WeightsUnavailableError(
+            f"cannot read checkpoint {str(path)!r}: not a torch state dict, or damaged "
+            f"({_unpickler_cause(text)}); {_RESAVE}"
+        ) from None
+
+
+def _unpickler_cause(text: str) -> str:
+    """The one informative line of torch's long weights-only error text."""
+    rest = text.split("WeightsUnpickler error:", 1)
+    if len(rest) == 1:
+        return text.strip().splitlines()[0][:120] if text.strip() else "unreadable"
+    lines = [ln.strip() for ln in rest[1].splitlines() if ln.strip()]
+    return lines[0][:120] if lines else "unreadable"
+
+
 def load_checkpoint(path: str | Path) -> dict[str, Tensor]:
     """Read a state dict from ``.safetensors`` or a torch file (weights only).
 
     A torch file may hold the state dict itself or wrap it under
-    ``"state_dict"``, ``"model"`` or ``"model_state_dict"``.
+    ``"state_dict"``, ``"model"`` or ``"model_state_dict"``. A torch zip
+    file's CRCs are verified first (:func:`_check_zip`).
+
+    Raises:
+        WeightsUnavailableError: missing, not a regular file, corrupt,
+            pickled objects, or no state dict; one line with the fix.
     """
     path = Path(path)
-    if not path.is_file():
-        raise WeightsUnavailableError(f"checkpoint {str(path)!r} does not exist")
+    _check_file(path)
     try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd = load_file(str(path))
-        else:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+        sd = _read(path)
+    except WeightsUnavailableError:
+        raise
     except Exception as exc:
         raise WeightsUnavailableError(
-            f"cannot read checkpoint {str(path)!r}: {type(exc).__name__}: {exc}. "
-            "Use a .safetensors file or a torch state dict of tensors only."
+            f"cannot read checkpoint {str(path)!r} ({_one_line(exc)}); use a .safetensors file or "
+            "a torch state dict of tensors only"
         ) from exc
     if isinstance(sd, Mapping):
         for key in ("state_dict", "model", "model_state_dict"):

@@ -20,7 +20,8 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 import torch  # noqa: E402
 
 from . import rivals as R  # noqa: E402
-from .run import PRETRAINED, forward_impl, make_batch  # noqa: E402
+from .baselines import forward_impl, make_batch  # noqa: E402
+from .config import PRETRAINED  # noqa: E402
 from .timing import median, time_interleaved  # noqa: E402
 
 

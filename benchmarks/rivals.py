@@ -161,7 +161,10 @@ def reduction_for(method: str, config: dict[str, Any]) -> Callable[[Tensor], Ten
 
 def fill_for(cell: Cell, kind: Any) -> Tensor:
     """Our ``baseline`` option ("mean" / "black") as a tensor shaped like the input."""
-    from explainzoo.explainers.perturb import fill_value
+    try:
+        from explainzoo.explainers.mechanics import fill_value
+    except ImportError:  # before the shared mechanics module
+        from explainzoo.explainers.perturb import fill_value
 
     return fill_value(cell.backbone, str(kind), cell.x).expand_as(cell.x).contiguous()
 
@@ -321,12 +324,17 @@ def captum_guided_backprop(cell: Cell) -> Impl:
     return Impl("captum", "GuidedBackprop", call)
 
 
+def window_settings(cfg: dict[str, Any], hw: tuple[int, int]) -> tuple[int, int]:
+    """(window, stride) of our sliding window for an input of size ``hw`` (0: automatic)."""
+    window = int(cfg.get("window") or max(1, round(2 * min(hw) / 7)))
+    stride = int(cfg.get("stride") or max(1, window // 2))
+    return window, stride
+
+
 def occlusion_settings(cell: Cell) -> dict[str, Any]:
     """Window, stride, fill and score of our occlusion (its defaults resolved)."""
     cfg = cell.ours_config
-    h, w = cell.input_hw
-    window = int(cfg.get("window") or max(1, round(2 * min(h, w) / 7)))
-    stride = int(cfg.get("stride") or max(1, window // 2))
+    window, stride = window_settings(cfg, cell.input_hw)
     return {"window": window, "stride": stride, "batch": int(cfg.get("batch_size", 16)),
             "baseline": cfg.get("baseline", "mean"), "score": cfg.get("score", "probability")}
 
@@ -449,61 +457,23 @@ def rival_impls(method: str, cell: Cell, libraries: dict[str, str]) -> tuple[lis
     return impls, skipped
 
 
-def rival_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` (same weights, device and mode) for the libraries."""
-    return copy.deepcopy(model).eval()
-
-
-#: Extra configurations of ours timed in the same cell as the defaults (one row each).
-OURS_VARIANTS: dict[str, list[dict[str, Any]]] = {
-    # the default scores the 32 most varying channels with the paper's weights; this row scores
-    # every channel with the libraries' weights (a softmax over channels): the same method as theirs
-    "scorecam": [{"max_channels": 0, "weights": "channel_softmax"}],
-    # pytorch-grad-cam centres the features before the SVD; ours does not by default
-    "eigencam": [{"center": True}],
-    # the default rule is adaptive (no library has it); trapezoid is Captum's riemann_trapezoid
-    # (whose weights sum to (n-1)/n: a scale, removed by the normalisation)
-    "integrated_gradients": [{"rule": "trapezoid"}],
+#: Methods whose ideal cost is S forward+backward passes, batched (the S*F+B reference):
+#: method -> (its settings for a cell, the key of S in them).
+SAMPLED: dict[str, tuple[Callable[[Cell], dict[str, Any]], str]] = {
+    "smoothgrad": (smoothgrad_settings, "samples"),
+    "integrated_gradients": (ig_settings, "steps"),
 }
 
 
-def known_difference(method: str, variant: dict[str, Any], library: str, backbone: str) -> str | None:
-    """Why ours and ``library`` compute different maps by design here (None: same method).
-
-    Agreement figures of these pairs are shown but not held to r >= 0.99.
-    """
-    if method == "smoothgrad":
-        return "random noise: compared with the library's own run-to-run agreement"
-    if method == "scorecam" and variant.get("weights") != "channel_softmax":
-        return ("channel weights: ours p_c(X * H_k) (the paper, the authors' code), the libraries "
-                "a softmax over channels of the logits (the weights=channel_softmax row is theirs)")
-    if method == "scorecam" and library == "pytorch-grad-cam":
-        return ("pytorch-grad-cam upsamples the masks with nn.UpsamplingBilinear2d (align_corners=True); "
-                "ours and torchcam use align_corners=False, as for the map itself")
-    if method == "eigencam" and not variant.get("center"):
-        return "pytorch-grad-cam centres the features before the SVD (see the center=True row)"
-    if method == "eigencam":
-        return "the SVD's sign: pytorch-grad-cam keeps numpy's arbitrary sign, ours orients it"
-    if method == "integrated_gradients" and variant.get("rule", "adaptive") == "adaptive":
-        return ("ours places the path nodes adaptively; Captum's riemann_trapezoid spaces them evenly "
-                "(the rule=trapezoid row)")
-    if method == "gradcam_pp" and library == "torchcam":
-        return ("torchcam 0.5 never divides alpha: `alpha[idx][mask].div_(...)` divides a copy "
-                "made by the boolean index")
-    if method == "gradcam_pp" and backbone.startswith("timm:vit"):
-        return ("signed LayerNorm tokens: alpha = g^2 / (2 g^2 + sum(A) g^3) has negative "
-                "denominators, which ours sets to alpha = 0; pytorch-grad-cam's eps = 1e-6 in that "
-                "denominator dominates at ViT's gradient scale (~1e-4)")
-    if backbone == "vgg11_ref" and method in (*GRADIENT_CAMS, "scorecam", "ablationcam", "eigencam"):
-        return ("vgg11_ref applies F.relu(inplace=True) to the layer's output: the libraries' "
-                "hooks see it rectified, ours keeps the layer's own output (DESIGN.md)")
-    if method == "guided_backprop" and backbone not in ("timm:resnet50", "timm:test_resnet"):
-        return ("the libraries guide nn.ReLU modules only; ours also guides ReLU6/GELU and "
-                "functional relu (EfficientNet-Lite0, ViT, vgg11_ref)")
-    if method == "ablationcam" and backbone.startswith("timm:vit"):
-        return "pytorch-grad-cam ablates a token channel to min - 1e7, ours to zero"
-    return None
+def sampled_reference(method: str, cell: Cell) -> tuple[int, int] | None:
+    """(passes S, inputs per pass) of ``method``'s S*F+B reference; None: it has none."""
+    if method not in SAMPLED:
+        return None
+    settings, key = SAMPLED[method]
+    s = settings(cell)
+    return int(s[key]), int(s["batch"])
 
 
-def variant_label(options: dict[str, Any]) -> str:
-    return ",".join(f"{k}={v}" for k, v in options.items())
+def rival_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` (same weights, device and mode) for the libraries."""
+    return copy.deepcopy(model).eval()

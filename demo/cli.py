@@ -12,13 +12,13 @@ from typing import Any
 from explainzoo.backbones import (
     Backbone,
     ExplainzooError,
-    WeightsUnavailableError,
     backbone_failures,
     backbone_registry,
     create_backbone,
     family_registry,
     list_backbones,
 )
+from explainzoo.backbones import load_backbone as _load_backbone
 
 
 def _err(msg: str) -> None:
@@ -27,14 +27,10 @@ def _err(msg: str) -> None:
 
 def load_backbone(name: str, checkpoint: str | None = None, random_init: bool = False) -> Backbone:
     """Pretrained weights when reachable; otherwise random init with a visible warning."""
-    if checkpoint or random_init:
-        return create_backbone(name, pretrained=False, checkpoint=checkpoint)
-    try:
-        return create_backbone(name, pretrained=True)
-    except WeightsUnavailableError as exc:
-        _err(f"WARNING: {exc}")
-        _err(f"WARNING: {name} runs on RANDOM INIT: its maps show an untrained network")
-        return create_backbone(name, pretrained=False)
+    bb, warning = _load_backbone(name, checkpoint=checkpoint, random_init=random_init)
+    if warning:
+        _err(f"WARNING: {warning}")
+    return bb
 
 
 def _parse_opts(pairs: Sequence[str]) -> dict[str, Any]:
@@ -50,6 +46,11 @@ def _parse_opts(pairs: Sequence[str]) -> dict[str, Any]:
 def cmd_list(args: argparse.Namespace) -> int:
     from explainzoo.explainers import explainer_failures, explainer_registry
 
+    # a plugin is imported in a child process first: one that exits or crashes at import is
+    # listed as broken instead of ending this command
+    registries = (explainer_registry,) if args.what == "explainers" else (backbone_registry, family_registry)
+    for reg in registries:
+        reg.set_safe(True)
     if args.what == "backbones":
         for name in list_backbones(args.pattern):
             print(name)
@@ -59,10 +60,15 @@ def cmd_list(args: argparse.Namespace) -> int:
     else:
         classes = explainer_registry.load_all()
         names = explainer_registry.names(args.pattern)
+        infos = explainer_registry.infos()
         width = max((len(n) for n in names), default=0)
         for name in names:
             if name in classes:
-                print(f"{name:<{width}}  {classes[name].description}")
+                line = f"{name:<{width}}  {classes[name].description}"
+                if args.verbose:
+                    info = infos[name]
+                    line += f"  [{info.dist} {info.dist_version}]".replace(" ]", "]")
+                print(line)
         failures = explainer_failures()
     for f in failures.values():
         print(f"BROKEN {f.name} (from {f.dist}): {f.error}")
@@ -92,6 +98,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     from explainzoo.explainers import create_explainer
     from explainzoo.explainers.render import overlay, tile_grid
 
+    from explainzoo.explainers.targets import parse as parse_target
+
     explainer = create_explainer(args.method, **_parse_opts(args.opt))
     path = Path(args.image)
     try:
@@ -102,9 +110,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     bb = load_backbone(args.backbone, args.checkpoint, args.random_init)
     shown = bb.preprocessing.resize_crop(image)
     x = bb.preprocessing.normalize(shown)[None]
-    target: Any = args.target
-    if target is not None and target.isdigit():
-        target = int(target)
+    target = parse_target(args.target) if args.target is not None else None
     t0 = time.perf_counter()
     exp = explainer.explain(bb, x, target=target, layer=args.layer)
     dt = time.perf_counter() - t0
@@ -116,9 +122,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     img.save(out)
     line = f"{args.method} on {bb.name} [{bb.weights}] layer={exp.layer or '-'}"
-    if exp.targets is not None and exp.scores is not None:
-        t = int(exp.targets[0])
-        line += f" class={t} ({bb.labels[t]}) logit={float(exp.scores[0]):.3f}"
+    if exp.scores is not None:
+        t = int(exp.targets[0]) if exp.targets is not None else -1
+        what = f"class={t} ({bb.labels[t]})" if 0 <= t < len(bb.labels) else "target"
+        line += f" {what} [{exp[0].target_description}] score={float(exp.scores[0]):.3f}"
     print(f"{line} time={dt * 1000:.1f} ms -> {out}")
     return 0
 
@@ -128,14 +135,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from explainzoo.demo.app import launch
     except ImportError as exc:
         raise ExplainzooError(f"the demo needs the demo extra: pip install 'explainzoo[demo]' ({exc})") from exc
-    launch(host=args.host, port=args.port, backbones=args.backbones)
+    launch(host=args.host, port=args.port, backbones=args.backbones, plugins=args.plugins, report=_err)
+    return 0
+
+
+def cmd_space(args: argparse.Namespace) -> int:
+    from explainzoo.demo.space import write_bundle
+
+    out = write_bundle(args.folder, plugins=args.plugins, backbones=args.backbones)
+    print(f"Spaces bundle -> {out} (app.py, requirements.txt, README.md, examples/, vendor/)")
+    print(f"try it: GRADIO_SERVER_NAME=127.0.0.1 python {out / 'app.py'}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from PIL import Image, ImageOps
 
-    from explainzoo.demo.report import evaluate, summary, write_report
+    from explainzoo.demo.report import write_report
+    from explainzoo.explainers.metrics import evaluate, summary
 
     images = []
     for name in args.images:
@@ -180,7 +197,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for other in evs[1:]:
         ev.rows += other.rows
         ev.curves.update(other.curves)
-        ev.overlays.update(other.overlays)
+        ev.maps.update(other.maps)
+        ev.inputs.update(other.inputs)
     html_path, csv_path = write_report(ev, args.output)
     rows = summary(ev)
     keys = ("deletion_auc", "insertion_auc", "sanity_spearman", "sanity_ssim", "pointing")
@@ -201,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("list", help="list backbones or explainers (and broken plugins)")
     s.add_argument("what", choices=("backbones", "explainers"))
     s.add_argument("pattern", nargs="?", default=None, help="wildcard, e.g. 'timm:*resnet*' or '*cam*'")
-    s.add_argument("-v", "--verbose", action="store_true", help="show broken plugins' tracebacks")
+    s.add_argument("-v", "--verbose", action="store_true", help="show each entry's distribution and version, and broken plugins' tracebacks")
     s.set_defaults(func=cmd_list)
 
     s = sub.add_parser("layers", help="a backbone's layer aliases and map layers")
@@ -213,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-b", "--backbone", default="timm:tf_efficientnet_lite0")
     s.add_argument("-m", "--method", default="gradcam")
     s.add_argument("-l", "--layer", default=None, help="alias (conv1, last, stageN) or module path")
-    s.add_argument("-t", "--target", default=None, help="class index or name (default: top-1)")
+    s.add_argument("-t", "--target", default=None, help="what score to explain (default: top-1): a class index or name, "
+                   "'contrast:A,B', 'classes:I,J,K', 'prob:NAME', 'sigmoid:I'")
     s.add_argument("-o", "--output", default="explanation.png")
     s.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="explainer option")
     s.add_argument("--cmap", default="jet")
@@ -226,7 +245,21 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=7860)
     s.add_argument("--backbones", default=None, help="comma-separated backbone names to offer")
+    s.add_argument(
+        "--plugins",
+        default=None,
+        metavar="NAME[,NAME]",
+        help="allow only these third-party plugins (entry or distribution names; 'none': built-ins only); "
+        "refused ones are reported at start. Default: every installed plugin",
+    )
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("space", help="write a Hugging Face Spaces bundle of the demo into a folder")
+    s.add_argument("folder")
+    s.add_argument("--plugins", default="", metavar="NAME[,NAME]",
+                   help="third-party plugins the Space allows (default: built-ins only)")
+    s.add_argument("--backbones", default=None, help="comma-separated backbone names to offer")
+    s.set_defaults(func=cmd_space)
 
     s = sub.add_parser("evaluate", help="faithfulness report: deletion/insertion AUC, sanity checks")
     s.add_argument("images", nargs="+", help="image files")
@@ -243,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--random-init", action="store_true", help="skip pretrained weights")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=cmd_evaluate)
+    from explainzoo.batch.cli import add_parser as add_batch_parser
+    add_batch_parser(sub)
     return p
 
 

@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from explainzoo.backbones import Backbone
 from explainzoo.backbones.registry import PluginFailure, Registry
 
+from . import targets
 from .base import (
     AttributionExplainer,
     CAMExplainer,
@@ -29,14 +30,22 @@ from .base import (
     Option,
     tile,
 )
-from .capture import normalize, upsample
+from .budget import Cost
+from .deadline import BackboneBusy, Deadline, DeadlineExceeded
+from .mechanics import upsample
 from .result import Explanation
+from .validate import ExplainerContractError
 
 __all__ = [
     "AttributionExplainer",
+    "BackboneBusy",
     "CAMExplainer",
     "Context",
+    "Cost",
+    "Deadline",
+    "DeadlineExceeded",
     "Explainer",
+    "ExplainerContractError",
     "Explanation",
     "GridExplainer",
     "Option",
@@ -46,7 +55,7 @@ __all__ = [
     "explainer_failures",
     "explainer_registry",
     "list_explainers",
-    "normalize",
+    "targets",
     "tile",
     "upsample",
 ]
@@ -88,10 +97,19 @@ def explain(
     x: Tensor | None = None,
     target: Any = None,
     layer: str | None = None,
+    *,
+    deadline: Deadline | float | None = None,
+    cancel: Any = None,
     **options: Any,
 ) -> Explanation:
-    """One call: ``explain("gradcam", bb, x, target=None, layer="last")``."""
-    return create_explainer(method, **options).explain(backbone, x, target=target, layer=layer)
+    """One call: ``explain("gradcam", bb, x, target=None, layer="last")``.
+
+    ``deadline`` (seconds or a :class:`Deadline`) and ``cancel`` (a token) are
+    as in :meth:`Explainer.explain`; the other keywords are the method's options.
+    """
+    return create_explainer(method, **options).explain(
+        backbone, x, target=target, layer=layer, deadline=deadline, cancel=cancel
+    )
 
 
 def explainer_failures() -> dict[str, PluginFailure]:

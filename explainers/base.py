@@ -1,14 +1,19 @@
-"""The :class:`Explainer` template and its two families of steps.
+"""The :class:`Explainer` template and its three families of steps.
 
-``Explainer.explain`` does what every method shares, once: it locks the
-backbone, puts the model in eval mode and restores its state in ``finally``,
-validates the input, resolves the layer and builds a :class:`Context`. A method
-is a small subclass that implements one step:
+``Explainer.explain`` does what every method shares, once: it makes the
+call's deadlines active (:mod:`.deadline`), locks the backbone (waiting at most
+until the deadline), puts the model in eval mode and restores its state in
+``finally``, validates the input, resolves the layer and builds a
+:class:`Context`; after the method ran it checks the result
+(:mod:`.validate`: shapes, batch size, dtype, range, finite scores, target
+range), naming the explainer at fault. :meth:`Explainer.estimate` gives a
+call's cost from the options' declarations (:mod:`.budget`). A method is a
+small subclass that implements one step:
 
 * :class:`AttributionExplainer` -> ``attribute(ctx)``: a raw (N,h,w) map; the
-  template upsamples it to the input size and normalises it to [0,1].
-* :class:`CAMExplainer` -> ``combine(A, G, ctx)``: activations (and gradients)
-  of the layer -> a class activation map.
+  template upsamples it to the input size and scales it to [0,1].
+* :class:`CAMExplainer` -> ``weights(A, G, ctx)``: the (N,C) channel weights
+  of a layer's activations (or ``combine`` where the map is no weighted sum).
 * :class:`GridExplainer` -> ``tiles(ctx)``: (N,K,C,h,w) tiles, laid out by the
   template as the notes' square grid.
 """
@@ -17,8 +22,8 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
@@ -28,130 +33,18 @@ from explainzoo.backbones import Backbone, ExplainzooError, preserved_state
 from explainzoo.backbones.errors import unknown
 from explainzoo.backbones.preprocess import Preprocessing
 
-from .capture import capture, explicit_targets, gather_scores, normalize, resolve_targets, upsample
+from .budget import Cost, default_effective, estimate_cost, input_shape
+from .context import Context
+from .deadline import Deadline, acquire, as_deadlines, deadline_scope
+from .mechanics import scale_unit, upsample
+from .options import Option
 from .result import Explanation
+from .validate import ExplainerContractError, check_attribution, check_result, check_tiles
 
-
-@dataclass(frozen=True)
-class Option:
-    """One explainer option: default, bounds and a line of documentation."""
-
-    default: Any
-    doc: str
-    low: float | None = None
-    high: float | None = None
-    choices: tuple[Any, ...] | None = None
-
-    def coerce(self, name: str, value: Any) -> Any:
-        """Validate ``value`` (strings from the CLI are converted)."""
-        kind = type(self.default)
-        try:
-            if isinstance(value, str) and kind is not str:
-                if kind is bool:
-                    if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                        raise ValueError(value)
-                    value = value.lower() in ("1", "true", "yes")
-                else:
-                    value = kind(value)
-            elif kind is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-        except (TypeError, ValueError):
-            raise ExplainzooError(f"option {name}={value!r} must be a {kind.__name__}") from None
-        if self.default is not None and not isinstance(value, kind):
-            raise ExplainzooError(f"option {name}={value!r} must be a {kind.__name__}")
-        if self.choices is not None and value not in self.choices:
-            raise ExplainzooError(f"option {name}={value!r} must be one of {list(self.choices)}")
-        if self.low is not None and value < self.low:
-            raise ExplainzooError(f"option {name}={value!r} must be >= {self.low}")
-        if self.high is not None and value > self.high:
-            raise ExplainzooError(f"option {name}={value!r} must be <= {self.high}")
-        return value
-
-
-@dataclass
-class Context:
-    """Everything one call needs; helpers implement the shared mechanics."""
-
-    backbone: Backbone
-    x: Tensor | None
-    target: Any
-    layer: str | None
-    options: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def model(self) -> nn.Module:
-        return self.backbone.model
-
-    @property
-    def input_hw(self) -> tuple[int, int]:
-        if self.x is None:
-            return self.backbone.input_size
-        return int(self.x.shape[-2]), int(self.x.shape[-1])
-
-    def require_x(self) -> Tensor:
-        if self.x is None:
-            raise ExplainzooError("this explainer needs an input image batch x")
-        return self.x
-
-    def to_map(self, out: Tensor) -> Tensor:
-        """The layer's output as (N,C,h,w)."""
-        assert self.layer is not None  # set by the template for layer methods
-        return self.backbone.reshape(self.layer, out, self.input_hw)
-
-    def targets(self, logits: Tensor) -> Tensor:
-        return resolve_targets(self.backbone, self.target, logits)
-
-    def known_targets(self, n: int) -> Tensor | None:
-        """The call's targets for ``n`` images when given, None for "each image's top-1"."""
-        if self.target is None:
-            return None
-        return explicit_targets(self.backbone, self.target, n, self.require_x().device)
-
-    def activations(self, stop: bool = False) -> tuple[Tensor, Tensor | None]:
-        """(A (N,C,h,w), logits or None) with no autograd at all."""
-        x = self.require_x()
-        out, logits = capture(self.model, self._module(), x, path=self.layer or "", stop=stop)
-        return self.to_map(out), logits
-
-    def activations_and_gradients(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """(A, dScore/dA, targets, scores) for the layer, A and G (N,C,h,w).
-
-        Backward runs from the target logits to the layer only.
-        """
-        x = self.require_x()
-        out, logits = capture(self.model, self._module(), x, path=self.layer or "", grad=True)
-        assert logits is not None
-        targets = self.targets(logits)
-        score = gather_scores(logits, targets)
-        if not score.requires_grad:
-            raise ExplainzooError(f"the class score does not depend on layer {self.layer!r}")
-        (grad,) = torch.autograd.grad(score.sum(), out)
-        return self.to_map(out.detach()), self.to_map(grad), targets, score.detach()
-
-    def input_gradients(
-        self, inputs: Tensor, targets: Tensor | None = None, target_row: int | None = None
-    ) -> tuple[Tensor, Tensor, Tensor]:
-        """(d score / d input, targets, scores) for a batch of inputs.
-
-        ``targets`` None resolves the call's target against these logits: per
-        row, or, with ``target_row``, that row's class for every row (the
-        clean image among copies of it).
-        """
-        leaf = inputs.detach().requires_grad_(True)  # a new tensor object: the caller's keeps its flags
-        with torch.enable_grad():
-            logits = self.model(leaf)
-            if targets is None and target_row is not None:
-                targets = self.targets(logits[target_row : target_row + 1].detach()).expand(logits.shape[0])
-            elif targets is None:
-                targets = self.targets(logits)
-            score = gather_scores(logits, targets)
-            (grad,) = torch.autograd.grad(score.sum(), leaf)
-        return grad, targets, score.detach()
-
-    def _module(self) -> nn.Module:
-        if self.layer is None:
-            raise ExplainzooError("this explainer needs a layer")
-        return self.backbone.module(self.layer)
+__all__ = [
+    "AttributionExplainer", "CAMExplainer", "Context", "Explainer", "ExplainerContractError",
+    "GridExplainer", "Option", "as_backbone", "tile",
+]
 
 
 def as_backbone(backbone: Backbone | nn.Module) -> Backbone:
@@ -195,21 +88,26 @@ class Explainer(abc.ABC):
     """Base class of every method; subclasses implement one template step.
 
     Class attributes:
+        kind: ``"map"`` (attribution maps) or ``"grid"`` (tiles); the result's kind.
         description: one line for listings.
         paper: the reference (title and link).
         uses_layer: whether the ``layer`` argument applies.
         default_layer: the alias used when ``layer`` is None.
         needs_input: False for methods that read only weights (``filters``).
-        options: name -> :class:`Option`.
+        options: name -> :class:`Option` (each declares whether it scales the cost).
+        base_passes: passes of the whole model per image the method makes
+            whatever its options (see :meth:`estimate`).
     """
 
     name: str = ""
+    kind: ClassVar[str] = "map"
     description: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     uses_layer: ClassVar[bool] = False
     default_layer: ClassVar[str] = "last"
     needs_input: ClassVar[bool] = True
     options: ClassVar[Mapping[str, Option]] = {}
+    base_passes: ClassVar[int] = 1
 
     def __init__(self, **options: Any) -> None:
         cfg = {k: o.default for k, o in self.options.items()}
@@ -222,86 +120,247 @@ class Explainer(abc.ABC):
             cfg[key] = self.options[key].coerce(key, value)
         self.config: dict[str, Any] = cfg
 
+    @classmethod
+    def cost_options(cls) -> dict[str, Option]:
+        """The options that scale a call's cost (``Option.cost`` set), by name."""
+        return {k: o for k, o in cls.options.items() if o.cost is not None}
+
+    # -- cost ---------------------------------------------------------------------------
+
+    def estimate(
+        self, backbone: Backbone | nn.Module, x_shape: Any = None, layer: str | None = None
+    ) -> Cost:
+        """The estimated cost of ``explain(backbone, x, layer=layer)`` with this instance's options.
+
+        From declarations only (see :mod:`explainzoo.explainers.budget`):
+        ``base_passes`` + the effective value of every ``cost="passes"`` option
+        + the largest of the ``cost="inverse"`` ones + :meth:`extra_passes`;
+        ``batch`` from the ``cost="batch"`` options. Runs no model pass (a
+        layer's channel count comes from the backbone's probe: the first
+        call on a backbone never probed runs it, under the backbone's lock).
+
+        Args:
+            backbone: the backbone to run on.
+            x_shape: the input's shape (N,3,H,W) or (3,H,W); None: one image at
+                the backbone's input size.
+            layer: as in :meth:`explain` (None: the method's default).
+
+        Returns:
+            A :class:`~explainzoo.explainers.budget.Cost`: ``passes`` per image
+            (``math.inf`` for an unbounded value the method cannot bound),
+            ``batch`` (most images in one pass), ``images``, ``by_option``.
+        """
+        bb = as_backbone(backbone)
+        n, hw = input_shape(x_shape, bb)
+        return estimate_cost(self, bb, n, hw, self._layer_path(bb, layer))
+
+    def effective(
+        self, name: str, value: Any, backbone: Backbone, hw: tuple[int, int], layer: str | None
+    ) -> float:
+        """Passes per image that cost option ``name`` set to ``value`` stands for.
+
+        The default reads the declaration (:func:`~explainzoo.explainers.budget.default_effective`):
+        the value of a ``"passes"`` option, ``math.inf`` for its ``unbounded``
+        value. Override it where the method knows better (Score-CAM's
+        ``max_channels=0`` is the layer's channel count); ``layer`` is the
+        resolved path, ``hw`` the input size.
+        """
+        return default_effective(self.options[name], value, hw)
+
+    def extra_passes(self, backbone: Backbone, hw: tuple[int, int], layer: str | None) -> float:
+        """Passes per image that no option spells (Ablation-CAM: one per channel); 0 by default."""
+        return 0.0
+
+    def _cheaper(self) -> str:
+        """The settings a deadline error suggests, from the cost declarations."""
+        parts = []
+        for name, o in self.cost_options().items():
+            if o.cost == "passes":
+                parts.append(f"fewer {name}" + ("" if o.unbounded is None else f" (not {o.unbounded!r})"))
+            elif o.cost == "inverse":
+                parts.append(f"a larger {name}")
+        return "use " + " or ".join(parts) if parts else "use a smaller input"
+
+    # -- the call -----------------------------------------------------------------------
+
     def explain(
         self,
         backbone: Backbone | nn.Module,
         x: Tensor | None = None,
         target: Any = None,
         layer: str | None = None,
+        *,
+        deadline: Deadline | float | None = None,
+        cancel: Any = None,
     ) -> Explanation:
         """Explain ``x`` (N,3,H,W) on ``backbone``.
 
         Args:
-            target: None (each image's top-1 class), a class index or name, or
-                one per image.
+            target: None (each image's top-1 class), a class index or name, one
+                per image, or a :class:`~explainzoo.explainers.targets.Target`.
             layer: alias or module path; None means the method's default.
+            deadline: seconds from now, or a :class:`~explainzoo.explainers.deadline.Deadline`
+                (also one made active with ``with Deadline(...)`` applies).
+            cancel: a cancellation token: a :class:`Deadline` (``.cancel()``),
+                a :class:`threading.Event` or a callable returning True.
+
+        Raises:
+            DeadlineExceeded: the deadline passed or the call was cancelled
+                (checked between chunks; the model's state is restored).
+            BackboneBusy: another call held the backbone past the deadline.
+            ExplainerContractError: the method returned a malformed result.
         """
-        bb = as_backbone(backbone)
-        if layer is not None and not self.uses_layer:
-            raise ExplainzooError(f"{self.name or type(self).__name__} works on the input and takes no layer")
-        with bb.lock, preserved_state(bb.model), torch.inference_mode(False):
-            if x is not None or self.needs_input:
-                x = _check_input(x, bb)
-            path = bb.resolve_layer(layer or self.default_layer) if self.uses_layer else None
-            ctx = Context(bb, x, target, path, dict(self.config))
-            return self._run(ctx)
+        with self.context(backbone, x, target, layer, deadline=deadline, cancel=cancel) as ctx:
+            exp = self._run(ctx)
+        self._check_result(exp, ctx)
+        return exp
 
     __call__ = explain
 
+    @contextmanager
+    def context(
+        self, backbone: Backbone | nn.Module, x: Tensor | None = None, target: Any = None,
+        layer: str | None = None, *, deadline: Deadline | float | None = None, cancel: Any = None,
+    ) -> Iterator[Context]:
+        """The :class:`Context` of one call, inside the template's guarantees.
+
+        The deadlines are active, the backbone's lock is held (waiting at most
+        until the earliest active deadline), the model is in eval mode and its
+        state is restored on exit; ``x`` is validated and the layer resolved.
+        """
+        bb = as_backbone(backbone)
+        deadlines = as_deadlines(deadline, cancel)
+        with deadline_scope(*deadlines, what=f"explainer '{self._label()}'", hint=self._cheaper()), \
+                acquire(bb.lock, bb.name), preserved_state(bb.model), torch.inference_mode(False):
+            if x is not None or self.needs_input:
+                x = _check_input(x, bb)
+            yield Context(bb, x, target, self._layer_path(bb, layer), dict(self.config))
+
+    def _check_result(self, exp: Any, ctx: Context) -> None:
+        """The template's check of any result (see :mod:`explainzoo.explainers.validate`)."""
+        n = 1 if ctx.x is None else int(ctx.x.shape[0])
+        logits = getattr(exp, "logits", None)  # (N,K) or dense (N,K,...): K classes
+        classes = int(logits.shape[1]) if isinstance(logits, Tensor) and logits.ndim >= 2 else None
+        classes = classes or ctx.backbone.num_classes
+        check_result(self, exp, n, ctx.input_hw, classes or None)
+
+    def _label(self) -> str:
+        return self.name or type(self).__name__
+
+    def _layer_path(self, bb: Backbone, layer: str | None) -> str | None:
+        if layer is not None and not self.uses_layer:
+            raise ExplainzooError(f"{self._label()} works on the input and takes no layer; drop layer=")
+        return bb.resolve_layer(layer or self.default_layer) if self.uses_layer else None
+
     @abc.abstractmethod
     def _run(self, ctx: Context) -> Explanation:
-        """The template itself (implemented by the two families below)."""
+        """The template itself (implemented by the families below)."""
 
     def _result(self, ctx: Context, **fields: Any) -> Explanation:
+        logits = ctx.clean_logits
         return Explanation(
             method=self.name or type(self).__name__,
             backbone=ctx.backbone.name,
             layer=ctx.layer,
             options=dict(self.config),
-            **fields,
+            kind=self.kind,
+            logits=None if logits is None else logits.detach().float(),
+            **{**ctx.result_fields(), **fields},  # the target's description and resolved target
         )
 
 
 class AttributionExplainer(Explainer):
-    """Template: ``attribute`` -> upsample to the input -> normalise to [0,1]."""
+    """Template: ``attribute`` -> upsample to the input -> scale to [0,1]."""
+
+    kind = "map"
 
     @abc.abstractmethod
     def attribute(self, ctx: Context) -> tuple[Tensor, Tensor, Tensor]:
-        """Return (raw (N,h,w) map, targets (N,), scores (N,))."""
+        """Return (raw (N,h,w) map, targets (N,), scores (N,)).
+
+        ``ctx.clean()`` gives the targets and scores of the unmodified input
+        (one cached forward pass, or the pass the method made anyway).
+        """
 
     def _run(self, ctx: Context) -> Explanation:
         raw, targets, scores = self.attribute(ctx)
+        check_attribution(self, raw, 1 if ctx.x is None else int(ctx.x.shape[0]))
         raw = torch.nan_to_num(raw.detach().float(), nan=0.0)
-        maps = normalize(upsample(raw, ctx.input_hw))
+        maps = scale_unit(upsample(raw, ctx.input_hw))
         return self._result(ctx, maps=maps, raw=raw, targets=targets, scores=scores)
 
 
 class CAMExplainer(AttributionExplainer):
-    """Template for class activation maps on a layer: one ``combine`` step.
+    """Template for class activation maps on a layer.
 
-    ``needs_gradient`` selects whether ``combine`` receives dScore/dA; the
-    result is passed through ReLU (``relu``) before upsampling.
+    The steps, in the style of pytorch-grad-cam's ``get_cam_weights`` and
+    torchcam's ``_get_weights``:
+
+    1. the layer's activations A (N,C,h,w) and, when ``needs_gradient``, the
+       gradients G = dScore/dA (one forward pass, also the clean pass);
+    2. :meth:`weights` ``(A, G, ctx) -> (N,C)``: the channel weights, the one
+       step of every channel-weight CAM (from gradients or from extra
+       forward passes: ``ctx.clean()`` and ``ctx.layer_output()`` are cached);
+    3. :meth:`combine` ``(A, G, ctx) -> (N,h,w)``: ``sum_c w_c A_c`` by
+       default; override it instead of :meth:`weights` only where the map is
+       not a weighted sum of channels (Layer-CAM, HiResCAM, Eigen-CAM);
+    4. ReLU (``relu``), then the template upsamples and scales to [0,1].
+
+    :meth:`cam` (in a call) and :meth:`raw_map` (a whole call) give the map
+    of steps 1-3, with or without the ReLU, for composition.
     """
 
     uses_layer = True
     needs_gradient: ClassVar[bool] = True
     relu: ClassVar[bool] = True
 
-    @abc.abstractmethod
+    def weights(self, A: Tensor, G: Tensor | None, ctx: Context) -> Tensor:
+        """Channel weights (N,C) from A and G (N,C,h,w)."""
+        raise NotImplementedError(f"{type(self).__name__} must implement weights() or combine()")
+
     def combine(self, A: Tensor, G: Tensor | None, ctx: Context) -> Tensor:
-        """Activations A (N,C,h,w) and gradients G -> map (N,h,w)."""
+        """Activations A (N,C,h,w) and gradients G -> map (N,h,w): ``sum_c w_c A_c``."""
+        w = self.weights(A, G, ctx)
+        if not isinstance(w, Tensor) or tuple(w.shape) != tuple(A.shape[:2]):
+            raise ExplainerContractError(
+                f"explainer '{self._label()}' returned channel weights of shape "
+                f"{tuple(w.shape) if isinstance(w, Tensor) else type(w).__name__}, expected (N,C) = "
+                f"{tuple(A.shape[:2])} (a bug in its weights())"
+            )
+        return (w[:, :, None, None].to(A.dtype) * A).sum(dim=1)
+
+    def cam(self, ctx: Context, relu: bool | None = None) -> Tensor:
+        """The (N,h,w) float32 map at the layer's resolution, NaN-free.
+
+        Args:
+            relu: apply the ReLU; None: the method's own choice (``relu``).
+                ``relu=False`` gives the signed map (linear in the score for
+                Grad-CAM).
+        """
+        if self.needs_gradient:
+            A, G, _, _ = ctx.activations_and_gradients()
+        else:
+            A, G = ctx.to_map(ctx.layer_output()), None
+        cam = torch.nan_to_num(self.combine(A, G, ctx).detach().float(), nan=0.0)
+        return cam.clamp(min=0) if (self.relu if relu is None else relu) else cam
+
+    def raw_map(
+        self, backbone: Backbone | nn.Module, x: Tensor, target: Any = None, layer: str | None = None,
+        relu: bool = False,
+    ) -> Tensor:
+        """The map of ``x`` before ReLU (``relu=False``), upsampling and scaling.
+
+        Same call as :meth:`explain`; returns (N,h,w) float32 at the layer's
+        resolution. For Grad-CAM it is linear in the score: the map of a
+        difference of scores is the difference of the maps.
+        """
+        with self.context(backbone, x, target, layer) as ctx:
+            return self.cam(ctx, relu=relu)
 
     def attribute(self, ctx: Context) -> tuple[Tensor, Tensor, Tensor]:
-        if self.needs_gradient:
-            A, G, targets, scores = ctx.activations_and_gradients()
-        else:
-            A, logits = ctx.activations()
-            assert logits is not None
-            targets = ctx.targets(logits)
-            scores = gather_scores(logits, targets)
-            G = None
-        cam = self.combine(A, G, ctx)
-        return (cam.clamp(min=0) if self.relu else cam), targets, scores
+        cam = self.cam(ctx)
+        clean = ctx.clean()
+        return cam, clean.targets, clean.scores
 
 
 def tile(tiles: Tensor) -> Tensor:
@@ -325,6 +384,7 @@ def tile(tiles: Tensor) -> Tensor:
 class GridExplainer(Explainer):
     """Template: ``tiles`` -> one square grid image per input."""
 
+    kind = "grid"
     uses_layer = True
 
     @abc.abstractmethod
@@ -333,5 +393,6 @@ class GridExplainer(Explainer):
 
     def _run(self, ctx: Context) -> Explanation:
         tiles = self.tiles(ctx)
+        check_tiles(self, tiles, 1 if ctx.x is None else int(ctx.x.shape[0]))
         grid = torch.stack([tile(t) for t in tiles])
         return self._result(ctx, grid=grid, tiles=tiles)

@@ -1,10 +1,12 @@
 """Class activation maps from a layer's activations and gradients.
 
-Every method here is one ``combine(A, G, ctx)`` step of
-:class:`~explainzoo.explainers.base.CAMExplainer`: A and G = dS/dA arrive as
-(N,C,h,w) maps (token and channels-last layers already rearranged by the
-backbone), the template applies ReLU, upsamples bilinearly and normalises.
-The CAMs that need extra forward passes (Score-CAM, Ablation-CAM) live in
+Every method here is one step of
+:class:`~explainzoo.explainers.base.CAMExplainer`: ``weights(A, G, ctx)``
+(N,C) for the channel-weight CAMs, ``combine(A, G, ctx)`` (N,h,w) where the
+map is no weighted sum of channels. A and G = dS/dA arrive as (N,C,h,w) maps
+(token and channels-last layers already rearranged by the backbone); the
+template applies ReLU, upsamples bilinearly and scales to [0,1]. The CAMs
+whose weights need extra forward passes (Score-CAM, Ablation-CAM) live in
 :mod:`explainzoo.explainers.perturbation`.
 """
 
@@ -13,7 +15,16 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from explainzoo.backbones import ExplainzooError
+
 from .base import CAMExplainer, Context, Option
+
+
+def _gradients(G: Tensor | None) -> Tensor:
+    """G, which the template passes to every CAM with ``needs_gradient``."""
+    if G is None:
+        raise ExplainzooError("internal: a gradient CAM received no gradients (needs_gradient=False?)")
+    return G
 
 
 class GradCAM(CAMExplainer):
@@ -27,10 +38,8 @@ class GradCAM(CAMExplainer):
     description = "gradient-weighted class activation map of a layer (default: last)"
     paper = "Selvaraju et al., Grad-CAM, ICCV 2017 (arXiv:1610.02391)"
 
-    def combine(self, A: Tensor, G: Tensor | None, ctx: Context) -> Tensor:
-        assert G is not None
-        alpha = G.mean(dim=(2, 3), keepdim=True)
-        return (alpha * A).sum(dim=1)
+    def weights(self, A: Tensor, G: Tensor | None, ctx: Context) -> Tensor:
+        return _gradients(G).mean(dim=(2, 3))
 
 
 def _safe_div(num: Tensor, den: Tensor) -> Tensor:
@@ -65,13 +74,12 @@ class GradCAMPlusPlus(CAMExplainer):
     description = "Grad-CAM++: channel weights from pixel-weighted positive gradients"
     paper = "Chattopadhay et al., Grad-CAM++, WACV 2018 (arXiv:1710.11063)"
 
-    def combine(self, A: Tensor, G: Tensor | None, ctx: Context) -> Tensor:
-        assert G is not None
+    def weights(self, A: Tensor, G: Tensor | None, ctx: Context) -> Tensor:
+        G = _gradients(G)
         g2 = G * G
         denom = 2 * g2 + A.sum(dim=(2, 3), keepdim=True) * g2 * G
         alpha = _safe_div(g2, denom.clamp(min=0))
-        weights = (alpha * G.clamp(min=0)).sum(dim=(2, 3), keepdim=True)
-        return (weights * A).sum(dim=1)
+        return (alpha * G.clamp(min=0)).sum(dim=(2, 3))
 
 
 class XGradCAM(CAMExplainer):
@@ -89,10 +97,8 @@ class XGradCAM(CAMExplainer):
     description = "XGrad-CAM: activation-weighted average gradient as channel weights"
     paper = "Fu et al., Axiom-based Grad-CAM (XGrad-CAM), BMVC 2020 (arXiv:2008.02312)"
 
-    def combine(self, A: Tensor, G: Tensor | None, ctx: Context) -> Tensor:
-        assert G is not None
-        weights = _safe_div((A * G).sum(dim=(2, 3), keepdim=True), A.sum(dim=(2, 3), keepdim=True))
-        return (weights * A).sum(dim=1)
+    def weights(self, A: Tensor, G: Tensor | None, ctx: Context) -> Tensor:
+        return _safe_div((A * _gradients(G)).sum(dim=(2, 3)), A.sum(dim=(2, 3)))
 
 
 class LayerCAM(CAMExplainer):
@@ -112,8 +118,7 @@ class LayerCAM(CAMExplainer):
     paper = "Jiang et al., LayerCAM, IEEE TIP 2021 (doi:10.1109/TIP.2021.3089943)"
 
     def combine(self, A: Tensor, G: Tensor | None, ctx: Context) -> Tensor:
-        assert G is not None
-        return (G.clamp(min=0) * A).sum(dim=1)
+        return (_gradients(G).clamp(min=0) * A).sum(dim=1)
 
 
 class HiResCAM(CAMExplainer):
@@ -135,8 +140,7 @@ class HiResCAM(CAMExplainer):
     paper = "Draelos & Carin, HiResCAM, 2020 (arXiv:2011.08891)"
 
     def combine(self, A: Tensor, G: Tensor | None, ctx: Context) -> Tensor:
-        assert G is not None
-        return (G * A).sum(dim=1)
+        return (_gradients(G) * A).sum(dim=1)
 
 
 def eigen_projection(A: Tensor, center: bool = False) -> Tensor:

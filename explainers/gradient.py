@@ -15,9 +15,10 @@ from torch import Tensor
 
 from explainzoo.backbones import ExplainzooError
 
-from .base import AttributionExplainer, Context, Option
-from .capture import gather_scores
-from .perturb import batch_option, chunks, fill_option, fill_value, forward_logits, generator, seed_option
+from .base import AttributionExplainer, Context
+from .mechanics import chunks, fill_value, generator
+from .options import Option, batch_option, fill_option, seed_option
+from .targets import Target
 
 
 class Saliency(AttributionExplainer):
@@ -33,16 +34,9 @@ class Saliency(AttributionExplainer):
     paper = "Simonyan et al., Deep Inside Convolutional Networks, 2013 (arXiv:1312.6034)"
 
     def attribute(self, ctx: Context) -> tuple[Tensor, Tensor, Tensor]:
-        grad, targets, scores = ctx.input_gradients(ctx.require_x())
-        return (grad**2).amax(dim=1), targets, scores
-
-
-def _clean_targets(ctx: Context) -> tuple[Tensor, Tensor, Tensor]:
-    """(x, targets, scores) of the clean input: the classes the method explains."""
-    x = ctx.require_x()
-    logits = forward_logits(ctx.model, x)
-    targets = ctx.targets(logits)
-    return x, targets, gather_scores(logits, targets)
+        grad = ctx.input_gradients(ctx.require_x()).grad  # its forward pass is the clean pass
+        clean = ctx.clean()
+        return (grad**2).amax(dim=1), clean.targets, clean.scores
 
 
 class SmoothGrad(AttributionExplainer):
@@ -58,13 +52,14 @@ class SmoothGrad(AttributionExplainer):
     the map is |M| (or M^2 with ``square=true``), max over colour channels.
     The noise comes from a generator seeded with ``seed`` for every image, so
     a batch and its images one by one give the same maps. The paper suggests
-    n = 50; the default n = 16 keeps a call near a second on a CPU.
+    n = 50; the default is n = 16.
     """
 
     description = "SmoothGrad: input gradient averaged over Gaussian-noised copies"
     paper = "Smilkov et al., SmoothGrad, 2017 (arXiv:1706.03825)"
     options = {
-        "samples": Option(16, "number of noisy copies n (the paper suggests 50)", low=1, high=100_000),
+        "samples": Option(16, "number of noisy copies n (the paper suggests 50)", low=1, high=100_000,
+                          cost="passes"),
         "noise": Option(0.15, "noise std as a fraction of the image's value range (paper: 0.1-0.2)",
                         low=0.0, high=10.0),
         "square": Option(False, "show the squared mean gradient instead of its absolute value"),
@@ -73,7 +68,7 @@ class SmoothGrad(AttributionExplainer):
     }
 
     def attribute(self, ctx: Context) -> tuple[Tensor, Tensor, Tensor]:
-        x, targets, scores = _clean_targets(ctx)
+        x, clean = ctx.require_x(), ctx.clean()
         n_samples = self.config["samples"]
         raw = []
         for i in range(x.shape[0]):
@@ -84,11 +79,10 @@ class SmoothGrad(AttributionExplainer):
             for a, b in chunks(n_samples, self.config["batch_size"]):
                 noise = torch.stack([torch.randn(xi.shape, generator=g) for _ in range(b - a)])
                 noisy = xi[None] + sigma * noise.to(device=xi.device, dtype=xi.dtype)
-                grad, _, _ = ctx.input_gradients(noisy, targets[i : i + 1].expand(b - a))
-                total += grad.sum(dim=0)
+                total += ctx.input_gradients(noisy, clean.target.image(i)).grad.sum(dim=0)
             mean = total / n_samples
             raw.append((mean * mean if self.config["square"] else mean.abs()).amax(dim=0))
-        return torch.stack(raw), targets, scores
+        return torch.stack(raw), clean.targets, clean.scores
 
 
 def path_points(steps: int, rule: str) -> tuple[Tensor, Tensor]:
@@ -175,31 +169,31 @@ def adaptive_path_average(evaluate: PathEvaluator, delta: Tensor, steps: int, ba
 class _ImagePath:
     """A :data:`PathEvaluator` for one image: gradients at baseline + alpha * (x - baseline).
 
-    With no target given, the first evaluation must include alpha = 1 (the
-    image itself): its class becomes the target. The score at alpha = 1 is
-    kept as the image's score.
+    ``target`` is the image's target; unresolved (each image's top-1), the
+    first evaluation must include alpha = 1 (the image itself), whose output
+    resolves it. The logits at alpha = 1 are kept: they are the image's clean pass.
     """
 
-    def __init__(self, ctx: Context, baseline: Tensor, image: Tensor, target: Tensor | None) -> None:
+    def __init__(self, ctx: Context, baseline: Tensor, image: Tensor, target: Target) -> None:
         self.ctx, self.baseline, self.target = ctx, baseline, target
         self.delta = image - baseline
-        self.score: Tensor | None = None
+        self.logits: Tensor | None = None
 
     def __call__(self, alphas: Tensor) -> tuple[Tensor, Tensor]:
         al = alphas.to(device=self.delta.device, dtype=self.delta.dtype).view(-1, 1, 1, 1)
         points = self.baseline[None] + al * self.delta[None]
         end = (alphas == 1).nonzero()
         row = int(end[0, 0]) if len(end) else None
-        if self.target is None:
+        if self.target.needs_output:
             if row is None:
                 raise ExplainzooError("internal: the first path evaluation must include alpha = 1")
-            grads, targets, scores = self.ctx.input_gradients(points, None, target_row=row)
-            self.target = targets[:1]
+            g = self.ctx.input_gradients(points, self.target, target_row=row)
+            self.target = g.target
         else:
-            grads, _, scores = self.ctx.input_gradients(points, self.target.expand(len(alphas)))
-        if row is not None:
-            self.score = scores[row]
-        return grads, scores
+            g = self.ctx.input_gradients(points, self.target)
+        if row is not None and self.logits is None:
+            self.logits = g.logits[row : row + 1]
+        return g.grad, g.scores
 
 
 class IntegratedGradients(AttributionExplainer):
@@ -230,8 +224,7 @@ class IntegratedGradients(AttributionExplainer):
     The signed per-pixel attributions (colour channels summed) are
     ``exp.raw`` with ``sign=signed``; :meth:`attributions` gives them per
     colour channel. The map shows ``abs`` (default), ``positive`` or
-    ``signed`` (min-max scaled) values. The default 12 steps keep a call
-    near a second on a 2-core CPU (EfficientNet-Lite0, 224 px); use 64+ for
+    ``signed`` (min-max scaled) values. The default is 12 steps; use 64+ for
     near-exact completeness.
     """
 
@@ -239,7 +232,7 @@ class IntegratedGradients(AttributionExplainer):
     paper = "Sundararajan et al., Axiomatic Attribution for Deep Networks, ICML 2017 (arXiv:1703.01365)"
     options = {
         "steps": Option(12, "gradient evaluations along the path (64+ for near-exact completeness)",
-                        low=1, high=100_000),
+                        low=1, high=100_000, cost="passes"),
         "rule": Option("adaptive", "quadrature: 'adaptive' nodes, or uniform 'midpoint', 'trapezoid', 'right'",
                        choices=("adaptive", "midpoint", "trapezoid", "right")),
         "baseline": fill_option("black"),
@@ -253,18 +246,14 @@ class IntegratedGradients(AttributionExplainer):
         x = ctx.require_x()
         steps, rule, batch_size = self.config["steps"], self.config["rule"], self.config["batch_size"]
         # rules with a node at alpha = 1 evaluate the clean image on the path: its pass gives the
-        # target and the score, so only the midpoint rule needs a separate clean forward pass
+        # clean logits, so only the midpoint rule needs a separate clean forward pass
         ends_at_image = rule in ("trapezoid", "right") or (rule == "adaptive" and steps >= 3)
-        if ends_at_image:
-            known = ctx.known_targets(x.shape[0])
-            scores = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-        else:
-            x, known, scores = _clean_targets(ctx)
+        target = ctx.known_target(x.shape[0]) if ends_at_image else ctx.clean().target
+        spec = ctx.target_spec if target is None else target
         baseline = fill_value(ctx.backbone, self.config["baseline"], x).expand_as(x[0])
-        targets = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
-        out = []
+        out, logits = [], []
         for i in range(x.shape[0]):
-            path = _ImagePath(ctx, baseline, x[i], None if known is None else known[i : i + 1])
+            path = _ImagePath(ctx, baseline, x[i], spec.image(i))
             if rule == "adaptive":
                 avg = adaptive_path_average(path, path.delta, steps, batch_size)
             else:
@@ -273,12 +262,13 @@ class IntegratedGradients(AttributionExplainer):
                 for a, b in chunks(len(alphas), batch_size):
                     grads, _ = path(alphas[a:b])
                     avg += (grads.double() * weights[a:b].to(x.device).view(-1, 1, 1, 1)).sum(dim=0)
-            assert path.target is not None  # set by the first evaluation
-            targets[i] = path.target[0]
-            if path.score is not None:
-                scores[i] = path.score
+            if path.logits is not None:
+                logits.append(path.logits)
             out.append((avg * path.delta.double()).to(x.dtype))
-        return torch.stack(out), targets, scores
+        if ends_at_image:
+            ctx.observe_clean(torch.cat(logits))  # the alpha = 1 nodes: the clean pass, with no extra one
+        clean = ctx.clean()
+        return torch.stack(out), clean.targets, clean.scores
 
     def attribute(self, ctx: Context) -> tuple[Tensor, Tensor, Tensor]:
         attr, targets, scores = self.attributions(ctx)

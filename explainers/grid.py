@@ -28,7 +28,7 @@ class Filters(GridExplainer):
         weight = getattr(module, "weight", None)
         if not isinstance(weight, Tensor) or weight.ndim != 4:
             raise ExplainzooError(
-                f"layer {ctx.layer!r} has no 4-D convolution weight; pick a Conv2d such as 'conv1'"
+                f"layer {ctx.layer!r} is not a convolution layer (no 4-D weight); pick a Conv2d such as 'conv1'"
             )
         w = weight.detach().float().cpu()
         if w.shape[1] != 3:

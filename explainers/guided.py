@@ -31,7 +31,9 @@ from torch.overrides import TorchFunctionMode
 
 from .base import AttributionExplainer, Context
 from .cam import GradCAM
-from .capture import upsample
+from .context import InputGradients
+from .mechanics import upsample
+from .targets import Target
 
 #: Activation functions whose backward is guided (see the module docstring).
 GUIDED_FUNCTIONS: frozenset[Any] = frozenset({
@@ -69,10 +71,10 @@ class GuidedMode(TorchFunctionMode):
         return out
 
 
-def guided_gradients(ctx: Context, x: Tensor, targets: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
-    """(guided d score / d x (N,3,H,W), targets, scores) for ``x``."""
+def guided_gradients(ctx: Context, x: Tensor, target: Target | None = None) -> InputGradients:
+    """Guided d score / d x (N,3,H,W) for ``x`` (see :meth:`Context.input_gradients`)."""
     with GuidedMode():
-        return ctx.input_gradients(x, targets)
+        return ctx.input_gradients(x, target)
 
 
 class GuidedBackprop(AttributionExplainer):
@@ -90,8 +92,9 @@ class GuidedBackprop(AttributionExplainer):
     paper = "Springenberg et al., Striving for Simplicity, ICLR-W 2015 (arXiv:1412.6806)"
 
     def attribute(self, ctx: Context) -> tuple[Tensor, Tensor, Tensor]:
-        grad, targets, scores = guided_gradients(ctx, ctx.require_x())
-        return grad.abs().amax(dim=1), targets, scores
+        grad = guided_gradients(ctx, ctx.require_x()).grad  # the guided forward equals the clean one
+        clean = ctx.clean()
+        return grad.abs().amax(dim=1), clean.targets, clean.scores
 
 
 class GuidedGradCAM(AttributionExplainer):
@@ -108,10 +111,10 @@ class GuidedGradCAM(AttributionExplainer):
     description = "Guided Grad-CAM: Guided Backprop map times the upsampled Grad-CAM"
     paper = "Selvaraju et al., Grad-CAM, ICCV 2017 (arXiv:1610.02391)"
     uses_layer = True
+    base_passes = 2  # the Grad-CAM pass and the guided one
 
     def attribute(self, ctx: Context) -> tuple[Tensor, Tensor, Tensor]:
-        A, G, targets, scores = ctx.activations_and_gradients()
-        cam = GradCAM().combine(A, G, ctx).clamp(min=0)
-        cam = upsample(torch.nan_to_num(cam.float()), ctx.input_hw)
-        grad, _, _ = guided_gradients(ctx, ctx.require_x(), targets)
-        return grad.abs().amax(dim=1).float() * cam, targets, scores
+        cam = upsample(GradCAM().cam(ctx), ctx.input_hw)  # its capture pass is the clean pass
+        clean = ctx.clean()
+        grad = guided_gradients(ctx, ctx.require_x(), clean.target).grad
+        return grad.abs().amax(dim=1).float() * cam, clean.targets, clean.scores

@@ -56,7 +56,7 @@ def _to_rgb_array(image: Any, size: tuple[int, int]) -> np.ndarray:
 
 def _pick_map(exp: Explanation | Tensor, index: int) -> Tensor:
     if isinstance(exp, Explanation):
-        if exp.maps is None:
+        if exp.kind != "map" or exp.maps is None:
             raise ExplainzooError(f"{exp.method} returns a grid, not a map: use tile_grid()")
         return exp.maps[index]
     t = exp.detach()
@@ -83,8 +83,8 @@ def overlay(
             for exact alignment; another size is resized to the map.
         alpha: weight of the heat map (0: image only, 1: map only).
     """
-    if not 0.0 <= alpha <= 1.0:
-        raise ExplainzooError(f"alpha must be in [0, 1], got {alpha}")
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0.0 <= alpha <= 1.0:
+        raise ExplainzooError(f"alpha must be a number in [0, 1], got {alpha!r}")
     m = _pick_map(exp, index)
     base = _to_rgb_array(image, tuple(m.shape[-2:]))
     heat = colorize(m, cmap).astype(np.float32) / 255.0
@@ -100,7 +100,7 @@ def tile_grid(exp: Explanation | Tensor, index: int = 0, cmap: str = "viridis", 
     picks one that makes the image at least 256 pixels wide.
     """
     if isinstance(exp, Explanation):
-        if exp.grid is None:
+        if exp.grid is None:  # kind "grid" (an Explanation built by hand may leave kind at "map")
             raise ExplainzooError(f"{exp.method} returns maps, not a grid: use overlay()")
         grid = exp.grid[index]
     else:
@@ -115,3 +115,77 @@ def tile_grid(exp: Explanation | Tensor, index: int = 0, cmap: str = "viridis", 
     if scale > 1:
         arr = arr.repeat(scale, axis=0).repeat(scale, axis=1)
     return _pil().fromarray(arr)
+
+
+def clip_percentile(maps: Tensor | np.ndarray, outlier_perc: float = 2.0) -> Tensor:
+    """Clip each map at its ``100 - outlier_perc`` percentile, then scale it to [0, 1].
+
+    The display rule of Captum's ``visualize_image_attr(outlier_perc=2)``, with a
+    plain percentile (Captum thresholds the cumulative sum of sorted values):
+    gradient maps are heavy-tailed, a few pixels take the whole colour range
+    and the rest of the map draws as 0. Values above the threshold become 1.
+    A map whose threshold does not exceed its minimum (mostly zeros) is scaled
+    by its maximum instead, so a sparse map is never blanked out.
+
+    Args:
+        maps: (N,H,W) or (H,W) values (any range; NaN counts as 0).
+        outlier_perc: percent of the highest values clipped (0: min-max scaling only).
+
+    Returns:
+        A float32 tensor of the same shape, in [0, 1].
+    """
+    if isinstance(outlier_perc, bool) or not isinstance(outlier_perc, int | float) or not 0 <= outlier_perc < 100:
+        raise ExplainzooError(f"outlier_perc must be a number in [0, 100), got {outlier_perc!r}")
+    t = torch.as_tensor(maps).detach().cpu().float()
+    t = torch.nan_to_num(t, nan=0.0, posinf=0.0, neginf=0.0)
+    flat = t.reshape(-1, *t.shape[-2:]).flatten(1)
+    lo = flat.min(dim=1).values
+    hi = flat.max(dim=1).values
+    if outlier_perc > 0 and flat.shape[1] > 1:
+        q = torch.quantile(flat, 1.0 - float(outlier_perc) / 100.0, dim=1)
+        hi = torch.where(q > lo, q, hi)
+    span = (hi - lo).clamp_min(0)[:, None]
+    out = torch.where(span > 0, (flat.clamp(max=hi[:, None]) - lo[:, None]) / span.clamp_min(1e-30), 0.0)
+    return out.clamp(0, 1).reshape(t.shape)
+
+
+def _font(size: int):
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except (TypeError, OSError):  # pragma: no cover - Pillow without FreeType
+        return ImageFont.load_default()
+
+
+def colorbar(
+    cmap: str = "jet",
+    width: int = 448,
+    low: str = "0",
+    high: str = "1",
+    title: str = "",
+    height: int = 14,
+):
+    """A horizontal colour bar as a PIL image: the gradient, ``low`` / ``high`` under its ends.
+
+    Args:
+        cmap: the matplotlib colormap drawn.
+        width: bar width in pixels (the image it goes under).
+        low, high: labels of the two ends (e.g. the map's value range).
+        title: a centred label between them.
+        height: bar thickness in pixels.
+    """
+    from PIL import ImageDraw
+
+    Image = _pil()
+    pad, font = 4, _font(13)
+    ramp = np.repeat(colorize(np.linspace(0.0, 1.0, width)[None], cmap), height, axis=0)
+    out = Image.new("RGB", (width, height + 3 * pad + 14), (255, 255, 255))
+    out.paste(Image.fromarray(ramp), (0, pad))
+    draw = ImageDraw.Draw(out)
+    y = height + 2 * pad
+    draw.text((2, y), low, fill=(20, 20, 20), font=font)
+    draw.text((width - 2, y), high, fill=(20, 20, 20), font=font, anchor="ra")
+    if title:
+        draw.text((width // 2, y), title, fill=(60, 60, 60), font=font, anchor="ma")
+    return out

@@ -9,6 +9,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # no test may reach the network
 # machine (the demo's server threads, the thread-safety tests): a ResNet-18 forward
 # went from 0.07 s to 1.3 s under load. Must be set before torch is imported.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+# A local Ray binds its servers to the machine's address unless this is "0" (then to
+# 127.0.0.1): tests talk to loopback only. Read by Ray at import, so set it here.
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 import random  # noqa: E402
 

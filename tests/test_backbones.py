@@ -232,3 +232,173 @@ def test_map_layers_in_forward_order(vgg):
     layers = vgg.map_layers()
     assert layers.index("backbone.conv1") < layers.index("backbone.bn5_2")
     assert "fc_out" not in layers
+
+
+# -- one builder, the family protocol, layer hints, load_backbone, scored output ---------
+
+
+def _tiny_model():
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(), torch.nn.Linear(4, 3),
+    )
+
+
+def test_builder_resolves_weights_in_one_order(tmp_path):
+    from explainzoo.backbones import Hub, Preprocessing, build_backbone
+
+    calls = []
+
+    def hub_model():
+        calls.append("hub")
+        m = _tiny_model()
+        torch.nn.init.constant_(m[4].bias, 7.0)
+        return m
+
+    hub = Hub(hub_model, lambda m: "test hub (tiny)", "put it somewhere")
+    kw = dict(preprocessing=Preprocessing(input_size=(8, 8)), labels=["a", "b", "c"], hub=hub)
+    src = _tiny_model()
+    torch.save(src.state_dict(), tmp_path / "tiny.pt")
+    # 1. an explicit checkpoint wins over pretrained, and the hub is never asked
+    bb = build_backbone("tiny", _tiny_model, pretrained=True, checkpoint=tmp_path / "tiny.pt", **kw)
+    assert bb.pretrained and bb.weights == f"checkpoint {tmp_path / 'tiny.pt'}" and not calls
+    torch.testing.assert_close(bb.model[4].weight, src[4].weight)
+    assert not bb.model.training
+    # 3. the family's hub, with its provenance
+    bb = build_backbone("tiny", _tiny_model, pretrained=True, **kw)
+    assert calls == ["hub"] and bb.pretrained and bb.weights == "test hub (tiny)"
+    assert bb.model[4].bias.detach()[0].item() == 7.0
+    # 4. random init without pretrained
+    bb = build_backbone("tiny", _tiny_model, **kw)
+    assert not bb.pretrained and bb.weights == "random init" and calls == ["hub"]
+
+    def unreachable():
+        raise OSError("offline\nsecond line")
+
+    msg = r"no pretrained weights reachable for tiny \(OSError: offline\)\. put it"
+    with pytest.raises(WeightsUnavailableError, match=msg):
+        build_backbone("tiny", _tiny_model, pretrained=True, **{**kw, "hub": Hub(unreachable, str, "put it")})
+    with pytest.raises(WeightsUnavailableError, match="tiny has no published weights"):
+        build_backbone("tiny", _tiny_model, pretrained=True, **{**kw, "hub": None})
+
+
+def test_builder_offline_package_before_hub(lite0, monkeypatch):
+    """2. a registered offline package is used before the family's hub (lite0 has one)."""
+    import explainzoo.backbones.timm_zoo as tz
+    from explainzoo.backbones import family_registry
+
+    assert "offline package" in lite0.weights
+    asked, real = [], tz._create
+    monkeypatch.setattr(tz, "_create", lambda name, hub, kw: asked.append(hub) or real(name, False, kw))
+    bb = family_registry.load("timm").create("tf_efficientnet_lite0", pretrained=True)
+    assert asked == [False] and "offline package" in bb.weights
+
+
+def test_families_follow_the_protocol():
+    from explainzoo.backbones import BackboneFamily, family_registry
+    from explainzoo.backbones.family import FactoryFamily, as_family
+
+    timm_family = family_registry.load("timm")
+    assert isinstance(timm_family, BackboneFamily) and timm_family.name == "timm"
+    assert "resnet18" in timm_family.list_names("resnet1*")
+    assert timm_family.create("resnet18").name == "timm:resnet18"
+
+    def legacy(model_name, pretrained=False, checkpoint=None, **kwargs):
+        return create_backbone("vgg11_ref", pretrained=pretrained, checkpoint=checkpoint, **kwargs)
+
+    legacy.list_names = lambda pattern: ["only"]
+    wrapped = as_family(legacy)
+    assert isinstance(wrapped, FactoryFamily) and wrapped.list_names("*") == ["only"]
+    assert wrapped.create("anything", num_classes=4).num_classes == 4
+
+    class Mine(BackboneFamily):
+        name = "mine"
+
+        def create(self, model_name, pretrained=False, checkpoint=None, **kwargs):
+            return create_backbone("vgg11_ref", num_classes=2)
+
+    assert isinstance(as_family(Mine), Mine) and as_family(Mine()).list_names() == []
+    assert as_family(Mine())("x").num_classes == 2  # a family is also callable as a factory
+    with pytest.raises(TypeError, match="BackboneFamily"):
+        as_family(42)
+
+
+def test_layer_hints_come_from_the_family():
+    from explainzoo.backbones import Backbone, LayerHints, family_registry
+
+    fam = family_registry.load("timm")
+    vit = get_backbone("timm:vit_tiny_patch16_224")
+    assert vit.hints == LayerHints(first_conv="patch_embed.proj", stage_paths=vit.hints.stage_paths,
+                                   prefix_tokens=1, nhwc=False, last=("blocks.11.norm1",))
+    swin = get_backbone("timm:swin_tiny_patch4_window7_224")
+    assert swin.hints.nhwc and swin.hints.last == ()
+    assert fam.hints_for(_tiny_model()) is None
+    # a bare timm model (no family hints given) still gets timm's, from the built-in family
+    bare = Backbone("bare", vit.model, vit.preprocessing, vit.labels)
+    assert bare.hints is None and bare.layer_hints == vit.hints and bare.layers == vit.layers
+    # any other model: no hints, aliases derived from the probe alone; explicit hints are honoured
+    plain = Backbone("plain", _tiny_model().eval(), vit.preprocessing, ["a", "b", "c"])
+    assert plain.layer_hints == LayerHints() and plain.layers == {"conv1": "0", "last": "1"}
+    hinted = Backbone("hinted", plain.model, vit.preprocessing, ["a", "b", "c"],
+                      hints=LayerHints(last=("0",), stage_paths=("0", "1", "4")))
+    assert hinted.layers == {"conv1": "0", "last": "0", "stage1": "0", "stage2": "1"}
+
+
+def test_load_backbone_falls_back_loudly():
+    from explainzoo.backbones import load_backbone
+
+    bb, warning = load_backbone("vgg11_ref")  # no published weights: random init, said loudly
+    assert not bb.pretrained and "RANDOM INIT" in warning and "no published weights" in warning
+    with pytest.raises(WeightsUnavailableError, match="no published weights"):
+        load_backbone("vgg11_ref", fallback=False)
+    bb, warning = load_backbone("vgg11_ref", random_init=True, num_classes=3)
+    assert warning is None and bb.num_classes == 3
+    a, _ = load_backbone("vgg11_ref", seed=5)
+    b, _ = load_backbone("vgg11_ref", random_init=True, seed=5)
+    torch.testing.assert_close(a.model.fc_out.weight, b.model.fc_out.weight)
+    state = torch.random.get_rng_state()
+    load_backbone("vgg11_ref", random_init=True, seed=5)
+    assert torch.equal(state, torch.random.get_rng_state())  # the caller's RNG is left alone
+
+
+def test_load_backbone_pretrained_has_no_warning(lite0):
+    from explainzoo.backbones import load_backbone
+
+    bb, warning = load_backbone("timm:tf_efficientnet_lite0")
+    assert bb.pretrained and warning is None
+
+
+def test_scored_output_takes_the_declared_part():
+    from types import SimpleNamespace
+
+    from explainzoo.backbones import Backbone, Preprocessing, scored_output
+
+    t = torch.randn(2, 5)
+    assert scored_output(t) is t and scored_output(t, "out") is t
+    assert scored_output({"out": t, "aux": t * 2}, "out") is t
+    assert scored_output((t * 2, t), 1) is t
+    assert scored_output(SimpleNamespace(logits=t)) is t  # Hugging Face style
+    assert scored_output({"logits": t}) is t
+    assert scored_output(SimpleNamespace(embeds=t), "embeds") is t
+    torch.testing.assert_close(scored_output(t, lambda o: o[:, :2]), t[:, :2])
+    with pytest.raises(ExplainzooError, match="no key 'seg'.*'out'"):
+        scored_output({"out": t}, "seg")
+    with pytest.raises(ExplainzooError, match="declare which part is scored"):
+        scored_output({"out": t})
+    with pytest.raises(ExplainzooError, match="no index 2"):
+        scored_output((t, t), 2)
+    with pytest.raises(ExplainzooError, match="not a tensor"):
+        scored_output({"out": [1, 2]}, "out")
+
+    class Seg(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 2, 1)
+
+        def forward(self, x):
+            return {"out": self.conv(x), "aux": self.conv(x) * 0}
+
+    bb = Backbone("seg", Seg(), Preprocessing(input_size=(8, 8)), ["bg", "fg"], output_key="out")
+    out = bb.model(torch.randn(1, 3, 8, 8))
+    assert bb.scored_output(out) is out["out"]
+    assert get_backbone("vgg11_ref").scored_output(t) is t

@@ -12,8 +12,9 @@ import pytest
 import torch
 from torch import nn
 
+from benchmarks import results as B
 from benchmarks import rivals as R
-from benchmarks import run as B
+from benchmarks.targets import evaluate_targets
 from benchmarks.timing import (
     agreement,
     geomean,
@@ -149,7 +150,7 @@ def test_targets_are_evaluated_from_the_cells():
         _cell("saliency", 0.9, {"captum": 1.0}),
     ]
     leaks = [B.LeakResult("gradcam", "ours", "bb", 200, 1.0, 5.0, 0, 10.0)]
-    t = {x.name: x for x in B.evaluate_targets(cells, leaks)}
+    t = {x.name: x for x in evaluate_targets(cells, leaks)}
     assert t["Gradient CAMs <= 1.15 x F (ResNet-50 <= 1.05 x F)"].holds is False
     assert "ResNet-50" in t["Gradient CAMs <= 1.15 x F (ResNet-50 <= 1.05 x F)"].detail
     assert t["Gradient CAMs <= 0.4 x pytorch-grad-cam"].holds is True

@@ -63,3 +63,29 @@ def test_explain_errors_are_one_line_messages(cat_png, tmp_path):
     proc = run("explain", str(cat_png), "-m", "activations", "--opt", "order=sideways",
                "-o", str(tmp_path / "y.png"), ok=False)
     assert proc.returncode == 2 and "must be one of" in proc.stderr
+
+
+def test_list_survives_a_plugin_that_calls_os_exit_at_import(tmp_path, monkeypatch, capsys):
+    """Issue 11.10: `list explainers` probes third-party plugins in a child process."""
+    import os
+
+    from explainzoo.backbones.registry import PluginInfo
+    from explainzoo.demo import cli
+    from explainzoo.explainers import explainer_registry
+
+    (tmp_path / "ez_cli_exiter.py").write_text("import os\nos._exit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
+    infos = dict(explainer_registry.infos())
+    infos["exiter"] = PluginInfo("exiter", "ez_cli_exiter:Nothing", "thirdparty-exit", "0.3")
+    explainer_registry.refresh()
+    monkeypatch.setattr(explainer_registry, "_infos", infos)
+    try:
+        assert cli.main(["list", "explainers", "--verbose"]) == 0  # still alive: the child died, not us
+        out = capsys.readouterr().out
+        assert "BROKEN exiter (from thirdparty-exit)" in out and "exits with code 3" in out
+        assert "gradcam" in out and "[explainzoo " in out  # the distribution and its version
+    finally:
+        explainer_registry.set_safe(False)
+        monkeypatch.undo()
+        explainer_registry.refresh()

@@ -22,8 +22,8 @@ gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
 from gradio_client.exceptions import AppError  # noqa: E402
 
+from explainzoo.backbones.images import MAX_FILE_BYTES  # noqa: E402
 from explainzoo.demo.app import build_demo, serve  # noqa: E402
-from explainzoo.demo.images import MAX_FILE_BYTES  # noqa: E402
 from explainzoo.demo.service import DemoService  # noqa: E402
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "demo" / "examples"
@@ -300,3 +300,26 @@ def test_launch_serves_the_page_and_reports_a_busy_port():
             launch("127.0.0.1", port, "timm:tf_efficientnet_lite0", prevent_thread_lock=True)
     finally:
         demo.close()
+
+
+def test_result_pngs_go_to_a_private_folder_not_a_planted_link(tmp_path, monkeypatch):
+    """A symlink planted at the old predictable /tmp/explainzoo-demo-<uid> is never followed."""
+    import os
+    import stat
+    import tempfile
+
+    import explainzoo.demo.files as files
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(files, "_output_dir", None)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious.png").write_bytes(b"not yours")
+    os.utime(victim / "precious.png", (0, 0))  # old enough for the hourly clean-up
+    (tmp_path / f"explainzoo-demo-{os.getuid()}").symlink_to(victim, target_is_directory=True)
+    path = Path(files.png_file(Image.new("RGB", (8, 8), (200, 10, 10))))
+    folder = path.parent
+    assert path.is_file() and not folder.is_symlink() and folder.resolve() != victim.resolve()
+    assert folder.parent == tmp_path and stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert sorted(p.name for p in victim.iterdir()) == ["precious.png"]
+    assert files.png_file(Image.new("RGB", (8, 8), (200, 10, 10))) == str(path)  # written once

@@ -168,9 +168,9 @@ def test_explain_target_by_name_index_and_label(service):
     assert r.predictions[0].index == 967  # the offline weights really classify the photo
     bb = service.load(BACKBONES[0]).backbone
     for same in ("967", 967, 967.0, "967: espresso", " Espresso "):
-        assert service._check_target(bb, same) == 967
+        assert service.resolve_target(bb, same) == 967
     for auto in (None, "", AUTO_TARGET):
-        assert service._check_target(bb, auto) is None
+        assert service.resolve_target(bb, auto) is None
     other = service.explain(str(COFFEE), BACKBONES[0], "gradcam", target="281")
     assert other.target == 281 and not np.allclose(other.map, r.map)
 
@@ -249,10 +249,10 @@ class CostlyCAM(CAMExplainer):
 
     description = "test: a CAM with costly options"
     options = {
-        "steps": Option(200, "how many passes", low=1, high=10000),
-        "n_masks": Option(4000, "how many masks", low=1),
-        "n_trials": Option(10, "a count the caps table does not know", low=1),
-        "stride": Option(0, "smaller costs more; 0: automatic", low=0),
+        "steps": Option(200, "how many passes", low=1, high=10000, cost="passes"),
+        "n_masks": Option(4000, "how many masks", low=1, cost="passes"),
+        "n_trials": Option(10, "a count the caps table does not know", low=1, cost="passes"),
+        "stride": Option(0, "smaller costs more; 0: automatic", low=0, cost="inverse"),
         "seed": Option(0, "not a cost"),
         "noise": Option(0.1, "a float", low=0.0, high=1.0),
     }
@@ -282,9 +282,9 @@ def test_installed_plugin_appears_with_no_demo_change(service, costly_plugin):
 
 def test_costly_options_are_capped(costly_plugin):
     svc = DemoService(BACKBONES[:1])
-    caps = svc.limits.option_caps
+    caps = svc.limits.cost_caps
     # defaults above the cap are lowered to it; others stay
-    assert svc.parse_options(costly_plugin, None) == {"steps": caps["steps"], "n_masks": caps["n_masks"]}
+    assert svc.parse_options(costly_plugin, None) == {"steps": caps["passes"], "n_masks": caps["passes"]}
     assert svc.parse_options(costly_plugin, "steps=8, noise=0.5")["steps"] == 8
     with pytest.raises(ExplainzooError, match="cap of 64"):
         svc.parse_options(costly_plugin, "steps=5000")
@@ -304,9 +304,56 @@ def test_costly_options_are_capped(costly_plugin):
         svc.parse_options(costly_plugin, "steps=lots")
     with pytest.raises(ExplainzooError, match="too long"):
         svc.parse_options(costly_plugin, "steps=1," * 100)
-    tight = DemoService(BACKBONES[:1], limits=Limits(option_caps={"steps": 4}))
+    tight = DemoService(BACKBONES[:1], limits=Limits(option_caps={"steps": 4}))  # an operator's cap by name
     with pytest.raises(ExplainzooError, match="cap of 4"):
         tight.parse_options(costly_plugin, "steps=5")
+
+
+class OddlyNamedCAM(CAMExplainer):
+    """A plugin whose costly options have names no table could guess."""
+
+    description = "test: costs declared, names arbitrary"
+    options = {
+        "zap": Option(1000, "work grows with it", low=1, high=1 << 20, cost="passes"),
+        "chunk": Option(500, "images per chunk", low=1, high=1 << 20, cost="batch"),
+        "grain": Option(0, "smaller costs more; 0: automatic", low=0, cost="inverse"),
+        "wobble": Option(1000, "free: declares no cost", low=0),
+    }
+    needs_gradient = False
+
+    def combine(self, A, G, ctx: Context):
+        return A.mean(1)
+
+
+def test_a_plugins_declared_costs_are_capped_with_no_demo_change(monkeypatch):
+    infos = explainer_registry._scan()
+    monkeypatch.setitem(infos, "oddly_named_cam", PluginInfo("oddly_named_cam", f"{__name__}:OddlyNamedCAM", "x"))
+    try:
+        svc = DemoService(BACKBONES[:1])
+        passes, batch = svc.limits.cost_caps["passes"], svc.limits.cost_caps["batch"]
+        floor = svc.limits.cost_floors["inverse"]
+        assert svc.parse_options("oddly_named_cam", None) == {"zap": passes, "chunk": batch}
+        with pytest.raises(ExplainzooError, match=f"zap={passes + 1} is above this demo's cap of {passes}"):
+            svc.parse_options("oddly_named_cam", f"zap={passes + 1}")
+        with pytest.raises(ExplainzooError, match=f"cap of {batch}"):
+            svc.parse_options("oddly_named_cam", {"chunk": 10_000})
+        with pytest.raises(ExplainzooError, match=f"floor of {floor}"):
+            svc.parse_options("oddly_named_cam", "grain=1")
+        assert svc.parse_options("oddly_named_cam", "wobble=100000")["wobble"] == 100000
+    finally:
+        explainer_registry.refresh()
+
+
+def test_one_explain_request_runs_the_model_once_for_gradcam(service):
+    bb = service.load(BACKBONES[0]).backbone
+    calls: list[int] = []
+    handle = bb.model.register_forward_pre_hook(lambda mod, args: calls.append(1))
+    try:
+        r = service.explain(str(CHELSEA), BACKBONES[0], "gradcam")
+    finally:
+        handle.remove()
+    assert len(calls) == 1, f"{len(calls)} forward passes for one Explain request"
+    assert len(r.predictions) == 5 and r.predictions[0].index in CAT_CLASSES
 
 
 @pytest.mark.parametrize(
@@ -380,7 +427,7 @@ def test_compare_explainers(service):
 
 
 def test_compare_captions_carry_the_deletion_auc(service, monkeypatch):
-    import explainzoo.demo.service as service_module
+    import explainzoo.demo.comparisons as service_module
 
     calls: list[int] = []
     real = service_module.deletion

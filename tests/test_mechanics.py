@@ -182,3 +182,114 @@ def test_layer_that_runs_twice_is_refused():
     with pytest.raises(ExplainzooError, match="more than once"):
         explain("gradcam", bb, torch.randn(1, 3, 8, 8))
     assert hook_counts(bb.model) == dict.fromkeys(hook_counts(bb.model), 0)
+
+
+# -- the cached clean pass, the logits on the result, declared kinds and costs ------------
+
+
+class _CountingNet(nn.Module):
+    """A tiny CNN that counts its forward passes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 4, 3, padding=1)
+        self.act = nn.ReLU()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(4, 3)
+        self.calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        return self.fc(self.pool(self.act(self.conv1(x))).flatten(1))
+
+
+def _counting_backbone() -> Backbone:
+    torch.manual_seed(0)
+    return Backbone("counting", _CountingNet(), Preprocessing(input_size=(12, 12)), ["a", "b", "c"],
+                    aliases={"conv1": "conv1", "last": "act"})
+
+
+@pytest.mark.parametrize("method", ["gradcam", "gradcam_pp", "layercam", "eigencam", "saliency",
+                                    "guided_backprop"])
+def test_one_forward_pass_gives_the_map_and_the_logits(method):
+    bb = _counting_backbone()
+    x = torch.randn(2, 3, 12, 12)
+    explain(method, bb, x)  # the backbone probes its layers' formats once, on first use
+    bb.model.calls = 0
+    exp = explain(method, bb, x)
+    assert bb.model.calls == 1
+    with torch.no_grad():
+        logits = bb.model(x)
+    assert exp.logits is not None and exp.logits.dtype == torch.float32 and exp.logits.shape == (2, 3)
+    torch.testing.assert_close(exp.logits, logits)
+    torch.testing.assert_close(exp.probabilities, logits.softmax(1))
+    torch.testing.assert_close(exp.targets, logits.argmax(1))
+    assert exp[1].logits.shape == (1, 3)
+
+
+@pytest.mark.parametrize("method,options", [
+    ("scorecam", {}), ("ablationcam", {}), ("occlusion", {}), ("rise", {"masks": 4}),
+    ("smoothgrad", {"samples": 2}), ("integrated_gradients", {"steps": 4}),
+    ("integrated_gradients", {"steps": 4, "rule": "midpoint"}), ("guided_gradcam", {}),
+])
+def test_every_map_method_reports_the_clean_logits(method, options):
+    bb = _counting_backbone()
+    x = torch.randn(2, 3, 12, 12)
+    exp = explain(method, bb, x, **options)
+    with torch.no_grad():
+        logits = bb.model(x)
+    torch.testing.assert_close(exp.logits, logits, rtol=1e-4, atol=1e-5)
+
+
+def test_grid_methods_declare_their_kind_and_run_no_clean_pass():
+    bb = _counting_backbone()
+    x = torch.randn(1, 3, 12, 12)
+    for method in ("filters", "activations"):
+        exp = explain(method, bb, x)
+        assert exp.kind == "grid" and exp.logits is None and exp.probabilities is None
+    assert explain("gradcam", bb, x).kind == "map"
+
+
+def test_options_declare_what_scales_the_cost():
+    from explainzoo.explainers import explainer_class
+    from explainzoo.explainers.options import COSTS
+
+    assert explainer_class("scorecam").cost_options().keys() == {"max_channels", "batch_size"}
+    assert explainer_class("scorecam").options["max_channels"].unbounded == 0
+    assert explainer_class("occlusion").options["window"].cost == "inverse"
+    assert explainer_class("smoothgrad").options["samples"].cost == "passes"
+    assert explainer_class("gradcam").cost_options() == {}
+    for name in ("rise", "integrated_gradients", "ablationcam"):
+        assert explainer_class(name).cost_options(), name
+        assert all(o.cost in COSTS for o in explainer_class(name).cost_options().values())
+
+
+@pytest.mark.parametrize("value", ["nan", float("nan"), float("inf"), "-inf"])
+def test_non_finite_option_values_are_refused(value):
+    with pytest.raises(ExplainzooError, match="finite"):
+        create_explainer("smoothgrad", noise=value)
+
+
+def test_raw_map_is_the_signed_map_before_relu():
+    bb = _counting_backbone()
+    x = torch.randn(2, 3, 12, 12)
+    cam = create_explainer("gradcam")
+    signed = cam.raw_map(bb, x, target=1)
+    exp = cam.explain(bb, x, target=1)
+    torch.testing.assert_close(signed.clamp(min=0), exp.raw)
+    # linear in the score: the map of (logit 0 - logit 1) is the difference of the maps
+    assert torch.allclose(cam.raw_map(bb, x, target=0) - signed,
+                          _contrast_gradcam(bb, x, 0, 1), atol=1e-6)
+
+
+def _contrast_gradcam(bb: Backbone, x: torch.Tensor, a: int, b: int) -> torch.Tensor:
+    """Grad-CAM before ReLU of logit a - logit b, by hand."""
+    acts = {}
+    h = bb.model.act.register_forward_hook(lambda m, i, o: acts.setdefault("A", o))
+    try:
+        out = bb.model(x)
+    finally:
+        h.remove()
+    A = acts["A"]
+    (G,) = torch.autograd.grad((out[:, a] - out[:, b]).sum(), A)
+    return (G.mean(dim=(2, 3), keepdim=True) * A).sum(1).detach()

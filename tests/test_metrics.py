@@ -237,3 +237,27 @@ def test_gradcam_on_lite0_beats_chance(lite0, chelsea):
     )
     assert d.mean_auc < chance["deletion_auc"]
     assert i.mean_auc > chance["insertion_auc"]
+
+
+def test_evaluation_rows_chance_and_summary(region_bb):
+    """The numbers of an evaluation: one row per explainer, a chance row, averaged by summary."""
+    from explainzoo.explainers.metrics import RANDOM, evaluate, faithfulness, summary
+
+    image = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
+    ev = evaluate([("img", image)], [region_bb], ["gradcam", "saliency", "filters"], steps=4,
+                  sanity_steps=0, trials=1, box=(6, 4, 10, 8))
+    rows = {r.explainer: r for r in ev.rows}
+    assert set(rows) == {"gradcam", "saliency", "filters", RANDOM}
+    assert "grid" in rows["filters"].error
+    for name in ("gradcam", "saliency", RANDOM):
+        r = rows[name]
+        assert not r.error and 0 <= r.deletion_auc <= 1 and 0 <= r.insertion_auc <= 1
+        assert r.forward_passes > 0 and r.pointing is not None
+    assert set(ev.curves[("img", "region")]) == {"gradcam", "saliency", RANDOM}
+    assert ev.maps[("img", "region")]["gradcam"].shape == (16, 16)
+    assert [s["explainer"] for s in summary(ev)][-1] == RANDOM
+    x = region_bb.preprocess(image)
+    exp = explain("gradcam", region_bb, x)
+    f = faithfulness(region_bb, x, exp, steps=4)
+    d = deletion(region_bb, x, exp.maps, exp.targets, steps=4)
+    assert f.deletion_auc == pytest.approx(d.mean_auc) and 0 <= f.random_deletion_auc <= 1

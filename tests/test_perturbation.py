@@ -19,7 +19,7 @@ from torch import nn
 
 from explainzoo.backbones import Backbone, Preprocessing, hook_counts
 from explainzoo.explainers import create_explainer, explain
-from explainzoo.explainers.perturb import chunks, minmax01
+from explainzoo.explainers.mechanics import chunks, minmax_per_map
 
 from .tiny_nets import (
     LABELS,
@@ -355,7 +355,7 @@ def test_chunks_cover_everything_once() -> None:
 
 def test_minmax01_constant_maps_are_zero() -> None:
     maps = torch.stack([torch.full((2, 2), 3.0), torch.tensor([[1.0, 3.0], [2.0, 5.0]])])
-    out = minmax01(maps)
+    out = minmax_per_map(maps)
     torch.testing.assert_close(out[0], torch.zeros(2, 2))
     torch.testing.assert_close(out[1], torch.tensor([[0.0, 0.5], [0.25, 1.0]]))
 

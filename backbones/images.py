@@ -6,9 +6,16 @@ image goes through :func:`load_image`, which
 * reads at most :data:`MAX_FILE_BYTES` and accepts only the formats in
   :data:`ALLOWED_FORMATS` (PNG, JPEG, WebP, BMP, GIF; for GIF and animated
   WebP only the first frame is decoded),
-* refuses images with more than :data:`MAX_PIXELS` pixels *before* decoding
-  them (the cap is below Pillow's decompression-bomb limit, and Pillow's own
-  bomb warning is turned into an error as a second line of defence),
+* refuses images with more than :data:`MAX_PIXELS` pixels (or the caller's
+  lower ``max_pixels``: a public host passes one) *before* decoding them (the
+  cap is below Pillow's decompression-bomb limit, and Pillow's own bomb
+  warning is turned into an error as a second line of defence),
+* decodes JPEGs in draft mode: at the smallest 1/2, 1/4 or 1/8 scale whose
+  short side still covers ``target_side`` (what the backbone needs) or
+  ``max_side``. PNG, WebP, BMP and GIF have no reduced-scale decoding, so a
+  large one is decoded in full and then box-reduced by an integer factor
+  before any mode conversion (the only full-size copy is the decoded image
+  itself); for them the pixel cap is the defence that bounds memory and time,
 * refuses tiny images (a side under :data:`MIN_SIDE`) and extreme aspect
   ratios (over :data:`MAX_ASPECT`), which would be meaningless or, resized to a
   model's input, enormous,
@@ -35,7 +42,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from explainzoo.backbones import ExplainzooError
+from .errors import ExplainzooError
 
 __all__ = [
     "ALLOWED_FORMATS",
@@ -96,12 +103,12 @@ def _read_bytes(source: str | os.PathLike[str] | bytes | bytearray) -> bytes:
     return data
 
 
-def _check_size(width: int, height: int) -> None:
+def _check_size(width: int, height: int, max_pixels: int = MAX_PIXELS) -> None:
     """Refuse too many pixels, tiny images and extreme aspect ratios."""
-    if width * height > MAX_PIXELS:
+    if width * height > max_pixels:
         raise ImageError(
-            f"the image is {width}x{height} pixels ({width * height / 1e6:.0f} MP); "
-            f"the limit is {MAX_PIXELS / 1e6:.0f} MP: downsize it first"
+            f"the image is {width}x{height} pixels ({width * height / 1e6:.1f} MP); "
+            f"the limit is {max_pixels / 1e6:.1f} MP: downsize it first"
         )
     if min(width, height) < MIN_SIDE:
         raise ImageError(
@@ -153,6 +160,17 @@ def to_rgb(im: Image.Image) -> Image.Image:
     return im.convert("RGB")
 
 
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
 def _orient(im: Image.Image) -> Image.Image:
     """Apply the EXIF orientation tag (values 2..8); other values mean 'as stored'."""
     orientation = im.getexif().get(_ORIENTATION, 1)
@@ -163,7 +181,28 @@ def _orient(im: Image.Image) -> Image.Image:
     return im
 
 
-def _decode(data: bytes, max_side: int) -> Image.Image:
+def _shrink(im: Image.Image, max_side: int) -> Image.Image:
+    """Box-reduce a decoded image by the largest integer factor that keeps its long side >= ``max_side``.
+
+    Done before any mode conversion, so no full-size copy is made: alpha
+    images are reduced premultiplied (``RGBa``), palettes expanded first.
+    """
+    factor = max(im.size) // max(max_side, 1)
+    if factor < 2:
+        return im
+    try:
+        if _has_alpha(im):
+            return im.convert("RGBA").convert("RGBa").reduce(factor).convert("RGBA")
+        if im.mode == "P":
+            im = im.convert("RGB")
+        elif im.mode.startswith("I;16"):
+            im = im.convert("I")
+        return im.reduce(factor)
+    except (ValueError, NotImplementedError):  # a mode reduce() does not handle: keep the full size
+        return im
+
+
+def _decode(data: bytes, max_side: int, max_pixels: int, target_side: int | None) -> Image.Image:
     with warnings.catch_warnings():
         # Pillow's own bomb check as a second line of defence behind MAX_PIXELS.
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -179,18 +218,31 @@ def _decode(data: bytes, max_side: int) -> Image.Image:
             if im.format not in _DECODED_FORMATS:  # pragma: no cover - Pillow honours formats=
                 raise ImageError(f"{im.format} images are not accepted; upload a {_FORMAT_NAMES} image")
             width, height = im.size
-            _check_size(width, height)
+            _check_size(width, height, max_pixels)
             if im.format in ("JPEG", "MPO"):
-                # decode at a reduced scale (1/2, 1/4, 1/8) when the photo is much larger
-                im.draft("RGB", (max_side, max_side))
+                # decode at a reduced scale (1/2, 1/4, 1/8) whose short side still covers the need
+                side = min(target_side, max_side) if target_side else max_side
+                im.draft("RGB", (side, side))
             im.seek(0)  # GIF / animated WebP: the first frame only
             im.load()
             oriented = _orient(im)
-            rgb = to_rgb(oriented)
+            rgb = to_rgb(_shrink(oriented, max_side))
     return rgb
 
 
-def load_image(source: Any, max_side: int = MAX_SIDE) -> Image.Image:
+def _pixel_cap(max_pixels: int) -> int:
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < MIN_SIDE * MIN_SIDE:
+        raise ImageError(f"max_pixels must be an int of at least {MIN_SIDE * MIN_SIDE}, got {max_pixels!r}")
+    return min(max_pixels, MAX_PIXELS)
+
+
+def load_image(
+    source: Any,
+    max_side: int = MAX_SIDE,
+    *,
+    max_pixels: int = MAX_PIXELS,
+    target_side: int | None = None,
+) -> Image.Image:
     """Decode an untrusted image safely into an 8-bit RGB PIL image.
 
     Args:
@@ -199,13 +251,21 @@ def load_image(source: Any, max_side: int = MAX_SIDE) -> Image.Image:
             checks and mode conversion still apply).
         max_side: the result is downsized (keeping its aspect ratio) to fit a
             square of this side.
+        max_pixels: refuse images with more pixels than this (read from the
+            header, before decoding); a public host passes a lower cap than
+            :data:`MAX_PIXELS`, which is also the most it may be.
+        target_side: the short side the caller needs (e.g. a backbone's
+            resize side, ``input / crop_pct``): JPEGs are decoded at the
+            smallest draft scale that still covers it (a smaller result than
+            ``max_side``); None: ``max_side``.
 
     Raises:
         ImageError: empty, oversized, corrupt, unsupported, tiny or extremely
             elongated images; the message says which and what to do.
     """
+    max_pixels = _pixel_cap(max_pixels)
     if isinstance(source, Image.Image):
-        _check_size(*source.size)
+        _check_size(*source.size, max_pixels)
         rgb = to_rgb(source)
     elif isinstance(source, np.ndarray):
         if source.ndim not in (2, 3) or source.dtype not in (np.uint8, np.uint16):
@@ -219,12 +279,12 @@ def load_image(source: Any, max_side: int = MAX_SIDE) -> Image.Image:
             pil = Image.fromarray(arr)
         except TypeError as exc:
             raise ImageError(f"cannot read an array of shape {source.shape} as an image") from exc
-        _check_size(*pil.size)
+        _check_size(*pil.size, max_pixels)
         rgb = to_rgb(pil)
     elif isinstance(source, str | os.PathLike | bytes | bytearray):
         data = _read_bytes(source)
         try:
-            rgb = _decode(data, max_side)
+            rgb = _decode(data, max_side, max_pixels, target_side)
         except ImageError:
             raise
         except _DECODE_ERRORS as exc:

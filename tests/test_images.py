@@ -1,4 +1,4 @@
-"""demo/images.py: the loader every uploaded image goes through."""
+"""backbones/images.py: the safe loader every untrusted image goes through."""
 
 from __future__ import annotations
 
@@ -11,9 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from explainzoo.backbones import ExplainzooError
-from explainzoo.demo import images
-from explainzoo.demo.images import MAX_SIDE, ImageError, load_image
+from explainzoo.backbones import ExplainzooError, images
+from explainzoo.backbones.images import MAX_SIDE, ImageError, load_image
 
 RED = (220, 30, 40)
 
@@ -257,3 +256,68 @@ def test_bundled_examples_load():
         assert im.mode == "RGB" and min(im.size) >= 256
     credits = Path(paths[0]).parent / "CREDITS"
     assert "CC0" in credits.read_text() and "public domain" in credits.read_text()
+
+
+# -- draft-mode JPEG decoding, a configurable pixel cap, reduce before converting (issue 11.11) ----
+
+
+def _photo(size=(4000, 3000)) -> Image.Image:
+    rng = np.random.default_rng(0)
+    small = (rng.random((size[1] // 100, size[0] // 100, 3)) * 255).astype(np.uint8)
+    return Image.fromarray(small).resize(size, Image.Resampling.BILINEAR)
+
+
+def test_jpeg_is_decoded_in_draft_mode_at_the_side_the_backbone_needs(monkeypatch):
+    data = _encode(_photo(), "JPEG", quality=85)
+    from PIL import JpegImagePlugin
+
+    drafts = []
+    real_draft = JpegImagePlugin.JpegImageFile.draft
+
+    def spy(self, mode, size):
+        drafts.append(size)
+        return real_draft(self, mode, size)
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", spy)
+    full = load_image(data)
+    small = load_image(data, target_side=256)
+    assert drafts[:2] == [(MAX_SIDE, MAX_SIDE), (256, 256)]
+    assert max(full.size) == MAX_SIDE
+    assert min(small.size) >= 256 and max(small.size) == 500  # the 1/8 scale of 4000x3000
+    # the same picture: the drafted decode, downsized, matches the full one downsized
+    a = np.asarray(small.resize((200, 150)), dtype=float)
+    b = np.asarray(full.resize((200, 150)), dtype=float)
+    assert np.abs(a - b).mean() < 4.0
+
+
+def test_a_lower_pixel_cap_refuses_before_decoding():
+    data = _png_header_only(4000, 3000)  # 12 MP claimed, stub pixel data: only the header is read
+    with pytest.raises(ImageError, match=r"12.0 MP\); the limit is 2.0 MP"):
+        load_image(data, max_pixels=2_000_000)
+    with pytest.raises(ImageError, match="limit is 2.0 MP"):
+        load_image(_solid((2000, 1500)), max_pixels=2_000_000)
+    with pytest.raises(ImageError, match="max_pixels must be an int"):
+        load_image(_encode(_solid(), "PNG"), max_pixels=0)
+    # the cap cannot be raised above the module's
+    big = _png_header_only(8000, 6000)
+    with pytest.raises(ImageError, match="limit is 40.0 MP"):
+        load_image(big, max_pixels=10**9)
+
+
+def test_large_png_is_reduced_before_mode_conversion_and_keeps_its_colours():
+    rgba = Image.new("RGBA", (3000, 2000), (*RED, 255))
+    rgba.paste((0, 0, 255, 0), (1500, 0, 3000, 2000))  # right half: transparent blue
+    im = load_image(_encode(rgba, "PNG"))
+    assert im.size == (1024, 683)
+    arr = np.asarray(im)
+    assert tuple(arr[300, 200]) == RED
+    assert tuple(arr[300, 900]) == (255, 255, 255)  # composited on white, no blue bleeding in
+    assert arr[300, 505:519].min() >= 0 and tuple(arr[300, 530]) == (255, 255, 255)
+    pal = Image.new("P", (2600, 2600), 0)
+    pal.putpalette([*RED, 0, 200, 0])
+    pal.paste(1, (1300, 0, 2600, 2600))
+    arr = np.asarray(load_image(_encode(pal, "PNG")))
+    assert tuple(arr[10, 10]) == RED and tuple(arr[10, -10]) == (0, 200, 0)
+    gray16 = Image.fromarray(np.full((2100, 2500), 32768, dtype=np.uint16))
+    arr = np.asarray(load_image(_encode(gray16, "PNG")))
+    assert arr.shape[:2] == (860, 1024) and np.all(arr == 128)
