@@ -58,5 +58,10 @@ bench-quick: $(BENCH_STAMP)
 bench-batch: $(BENCH_STAMP)
 	$(PY) -m benchmarks.batch $(BENCH_ARGS)
 
+# Public-host soak (issue 11): 1 000 mixed requests from 4 clients through the served app;
+# `python -m benchmarks.soak heaviest` times the heaviest allowed request per backbone.
+soak: $(BENCH_STAMP)
+	$(PY) -m benchmarks.soak soak $(SOAK_ARGS)
+
 clean:
 	rm -rf $(VENV) build *.egg-info

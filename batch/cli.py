@@ -7,17 +7,7 @@ import logging
 import sys
 from typing import Any
 
-from explainzoo.backbones import ExplainzooError
-
-
-def _opts(pairs: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ExplainzooError(f"--opt takes KEY=VALUE, got {pair!r}")
-        k, v = pair.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
+from explainzoo.explainers.options import parse_pairs
 
 
 def _batch_size(value: str) -> int | str:
@@ -44,7 +34,8 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     s.add_argument("-l", "--layer", default=None, help="alias (last, stageN) or module path, for layer methods")
     s.add_argument("-t", "--target", default=None, help="top1 (default), label, a class index or a name")
     s.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="explainer option")
-    s.add_argument("--metrics", default="", help="comma-separated: deletion,insertion")
+    s.add_argument("--metrics", default="", help="comma-separated: deletion,insertion,pointing")
+    s.add_argument("--box", default=None, help="x0,y0,x1,y1 in image pixels, for the pointing metric")
     s.add_argument("--metric-steps", type=int, default=20, help="deletion/insertion steps")
     s.add_argument("--overlays", action="store_true", help="also write OUT/overlays/<backbone>/<method>/*.png")
     s.add_argument("--device", default="auto", help="cpu, cuda or auto")
@@ -76,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
     report = run_batch(
         args.inputs, args.backbones, args.methods, args.output,
         extend=args.extend, progress=not args.quiet, html=not args.no_html,
-        layer=args.layer, target=args.target, options=_opts(args.opt), metrics=args.metrics,
-        metric_steps=args.metric_steps, weights=weights, checkpoint=args.checkpoint,
+        layer=args.layer, target=args.target, options=parse_pairs(args.opt), metrics=args.metrics,
+        metric_steps=args.metric_steps, box=args.box, weights=weights, checkpoint=args.checkpoint,
         image_size=args.image_size, seed=args.seed, limit=args.limit, engine=args.engine,
         device=args.device, batch_size=args.batch_size, workers=args.workers,
         shard_rows=args.shard_rows, overlays=args.overlays, ray_address=args.ray_address,

@@ -128,9 +128,13 @@ def run_ray(
             records = [{"path": it.path, "relpath": it.relpath, "label": it.label or "",
                         "methods": ",".join(ms)} for it, ms in work]
             ds = ray.data.from_items(records, override_num_blocks=max(1, min(len(records) // bs, 200)))
-            # decode tasks take no CPU slot: the actors hold them all, decoding overlaps them
+            # decode tasks take no CPU slot: the actors hold them all, decoding overlaps them.
+            # At most one decode task per actor in flight: with no CPU slot to bound them,
+            # Ray Data would otherwise start a task (a fresh Python importing torch) per
+            # block at once, which on a small machine costs more than the whole job.
             ds = ds.map_batches(decode_batch, fn_kwargs={"pre": backbones[name]["preprocessing"]},
-                                batch_size=bs, num_cpus=0, batch_format="numpy")
+                                batch_size=bs, num_cpus=0, batch_format="numpy",
+                                compute=ray.data.TaskPoolStrategy(size=actors))
             ds = ds.map_batches(
                 ExplainActor,
                 fn_constructor_kwargs={"spec": spec.to_dict(), "backbone": name,

@@ -13,7 +13,7 @@ import numpy as np
 
 from explainzoo.backbones import ExplainzooError
 
-from .store import SCHEMA_VERSION, _pa, schema
+from .store import SCHEMA_VERSION, _pa, conform, schema
 from .work import RULE_MAP, RULE_TEMPLATE, template_rule
 
 
@@ -70,7 +70,7 @@ class Results:
         shards = sorted((self.root / "results").glob("part-*.parquet"))
         if not shards:
             return schema().empty_table()
-        return pa.concat_tables([pq.read_table(s).cast(schema()) for s in shards])
+        return pa.concat_tables([conform(pq.read_table(s)) for s in shards])
 
     @cached_property
     def frame(self):

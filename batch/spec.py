@@ -30,11 +30,11 @@ from explainzoo.backbones import (
 log = logging.getLogger("explainzoo.batch")
 
 #: Metrics a job can add to its rows.
-METRICS: tuple[str, ...] = ("deletion", "insertion")
+METRICS: tuple[str, ...] = ("deletion", "insertion", "pointing")
 #: Fields that decide the rows (compared on resume).
 IDENTITY: tuple[str, ...] = (
     "inputs", "backbones", "explainers", "layer", "target", "options", "metrics",
-    "metric_steps", "weights", "checkpoint", "image_size", "seed", "limit",
+    "metric_steps", "weights", "checkpoint", "image_size", "seed", "limit", "box", "random_trials",
 )
 #: Identity fields a run may change with ``extend=True`` (rows already written stay valid).
 EXTENDABLE: tuple[str, ...] = ("inputs", "backbones", "explainers", "limit")
@@ -65,6 +65,8 @@ class JobSpec:
     image_size: int | None = None
     seed: int = 0
     limit: int | None = None
+    box: list[float] | None = None
+    random_trials: int = 1
     # execution only
     engine: str = "local"
     device: str = "auto"
@@ -84,6 +86,8 @@ class JobSpec:
         self.metrics = _split(self.metrics)
         self.target = _norm_target(self.target)
         self.options = dict(self.options or {})
+        if self.box is not None:
+            self.box = _norm_box(self.box)
 
     def identity(self) -> dict[str, Any]:
         """The fields that decide the rows, JSON-ready."""
@@ -110,6 +114,17 @@ def _norm_target(target: Any) -> str | int | None:
     return int(t) if t.isdigit() else t
 
 
+def _norm_box(box: Any) -> list[float]:
+    """(x0, y0, x1, y1) as floats, from a sequence or an ``"x0,y0,x1,y1"`` string."""
+    try:
+        vals = [float(v) for v in (box.split(",") if isinstance(box, str) else box)]
+    except (TypeError, ValueError):
+        vals = []
+    if len(vals) != 4 or not (vals[2] > vals[0] and vals[3] > vals[1]):
+        raise ExplainzooError(f"--box takes x0,y0,x1,y1 in image pixels with x1 > x0 and y1 > y0, got {box!r}")
+    return vals
+
+
 def check(spec: JobSpec) -> None:
     """Validate the cheap parts of a spec (names of methods, metrics, numbers).
 
@@ -131,6 +146,8 @@ def check(spec: JobSpec) -> None:
     for m in spec.metrics:
         if m not in METRICS:
             raise ExplainzooError(f"unknown metric {m!r}; choose from {', '.join(METRICS)}")
+    if "pointing" in spec.metrics and spec.box is None:
+        raise ExplainzooError("the pointing metric needs a box: pass --box x0,y0,x1,y1 (in image pixels)")
     if spec.engine not in ("local", "ray"):
         raise ExplainzooError(f"unknown engine {spec.engine!r}; use local or ray")
     if spec.weights not in ("pretrained", "random", "checkpoint"):
@@ -140,7 +157,7 @@ def check(spec: JobSpec) -> None:
     bs = spec.batch_size
     if not (bs == "auto" or (isinstance(bs, int) and not isinstance(bs, bool) and bs >= 1)):
         raise ExplainzooError(f"batch size must be a positive integer or 'auto', got {bs!r}")
-    for name in ("workers", "shard_rows", "metric_steps"):
+    for name in ("workers", "shard_rows", "metric_steps", "random_trials"):
         v = getattr(spec, name)
         low = 0 if name == "workers" else 1
         if isinstance(v, bool) or not isinstance(v, int) or v < low:
@@ -230,7 +247,9 @@ def resolve_device(device: str) -> torch.device:
 def compare(old: Mapping[str, Any], new: JobSpec, extend: bool) -> list[str]:
     """The identity fields that differ between a stored spec and ``new`` (allowed ones dropped)."""
     mine = new.identity()
-    diff = [k for k in IDENTITY if old.get(k) != mine.get(k)]
+    # a field added after a job was written reads as its default there
+    defaults = {f.name: f.default for f in dataclasses.fields(JobSpec) if f.default is not dataclasses.MISSING}
+    diff = [k for k in IDENTITY if old.get(k, defaults.get(k)) != mine.get(k)]
     if extend:
         diff = [k for k in diff if k not in EXTENDABLE]
     return diff

@@ -59,7 +59,23 @@ def schema():
         ("deletion_auc", f32), ("insertion_auc", f32),
         ("deletion_auc_random", f32), ("insertion_auc_random", f32),
         ("time_ms", f32), ("error", s), ("run_id", s),
+        ("pointing", f32), ("pointing_random", f32),
     ])
+
+
+def conform(table: Any) -> Any:
+    """``table`` in :func:`schema`, columns added since it was written filled with nulls.
+
+    New columns are only ever appended, nullable, so shards of an older
+    writer (of the same schema version) stay readable and resumable.
+    """
+    pa, _ = _pa()
+    full = schema()
+    names = set(table.column_names)
+    for f in full:
+        if f.name not in names:
+            table = table.append_column(f, pa.nulls(table.num_rows, f.type))
+    return table.select(full.names).cast(full)
 
 
 def now() -> str:

@@ -88,6 +88,33 @@ def _seed_of(path: str, seed: int) -> int:
     return (zlib.crc32(path.encode()) + 1_000_003 * seed) % (2**31)
 
 
+def baseline_maps(path: str, seed: int, size: tuple[int, int], resolution: tuple[int, int],
+                  trials: int = 1) -> Tensor:
+    """The random maps (trials,H,W) of one image's chance level, seeded by its path.
+
+    Noise at ``resolution`` (the map's raw resolution) upsampled to ``size``,
+    as :func:`explainzoo.explainers.metrics.random_maps`; trial ``k`` uses the
+    image's seed plus ``k``, so the maps never depend on the batch.
+    """
+    from explainzoo.explainers.metrics import random_maps
+
+    base = _seed_of(path, seed)
+    return torch.cat([random_maps(1, size, resolution, seed=base + k) for k in range(trials)])
+
+
+def box_region(bb: Backbone, width: int, height: int, box: list[float]) -> Tensor | None:
+    """A box in a ``width`` x ``height`` image's pixels -> (H,W) bool mask at the model input.
+
+    None when the box lies outside that image (its pointing game is then null).
+    """
+    from explainzoo.explainers.metrics.evaluation import input_box_mask
+
+    try:
+        return input_box_mask(bb, np.zeros((height, width, 3), dtype=np.uint8), box)
+    except ExplainzooError:
+        return None
+
+
 class Processor:
     """One backbone and the job's methods: (items, decoded) -> rows."""
 
@@ -222,7 +249,8 @@ class Processor:
 
     def _method_rows(self, method, ks, exp, dt, x, good, items, decoded, logits) -> list[dict[str, Any]]:
         n = len(ks)
-        metrics = self._metrics(exp, x[ks], [items[good[k]].path for k in ks])
+        metrics = self._metrics(exp, x[ks], [items[good[k]].path for k in ks],
+                                [(decoded[good[k]].width, decoded[good[k]].height) for k in ks])
         rows = []
         for j, k in enumerate(ks):
             i = good[k]
@@ -242,29 +270,46 @@ class Processor:
                 "raw": raw, "raw_shape": shape, "raw_scale": scale, "map_rule": rule,
                 "time_ms": 1000.0 * dt / n,
             })
-            r.update({key: float(v[j]) for key, v in metrics.items()})
+            r.update({key: _number(v[j]) for key, v in metrics.items()})
             rows.append(r)
             if self.spec.overlays and self.out is not None:
                 self._overlay(item, method, x[k], exp.maps[j])
         return rows
 
-    def _metrics(self, exp, x: Tensor, paths: list[str]) -> dict[str, Tensor]:
-        """Deletion/insertion AUCs of the maps and of a per-image random map (chance)."""
+    def _metrics(self, exp, x: Tensor, paths: list[str], sizes: list[tuple[Any, Any]]) -> dict[str, Tensor]:
+        """Deletion/insertion AUCs and pointing of the maps and of per-image random maps (chance)."""
         if not self.spec.metrics:
             return {}
-        from explainzoo.explainers.metrics import deletion, insertion, random_maps
+        from explainzoo.explainers.metrics import deletion, insertion
 
-        steps = self.spec.metric_steps
-        hw = tuple(x.shape[-2:])
-        res = tuple(exp.raw.shape[-2:])
-        rand = torch.cat([random_maps(1, hw, res, seed=_seed_of(p, self.spec.seed)) for p in paths])
+        steps, trials = self.spec.metric_steps, self.spec.random_trials
+        hw, res = tuple(x.shape[-2:]), tuple(exp.raw.shape[-2:])
+        rand = [baseline_maps(p, self.spec.seed, hw, res, trials) for p in paths]  # each (T,H,W)
         out: dict[str, Tensor] = {}
         for name, fn in (("deletion", deletion), ("insertion", insertion)):
             if name in self.spec.metrics:
                 out[f"{name}_auc"] = fn(self.bb, x, exp.maps, target=exp.target, steps=steps).auc
-                out[f"{name}_auc_random"] = fn(self.bb, x, rand.to(x.device), target=exp.target,
-                                               steps=steps).auc
+                chance = [fn(self.bb, x, torch.stack([r[k] for r in rand]).to(x.device), target=exp.target,
+                             steps=steps).auc.cpu() for k in range(trials)]
+                out[f"{name}_auc_random"] = torch.stack(chance).mean(0)
+        if "pointing" in self.spec.metrics:
+            out.update(self._pointing(exp.maps.detach().float().cpu(), rand, sizes))
         return out
+
+    def _pointing(self, maps: Tensor, rand: list[Tensor], sizes: list[tuple[Any, Any]]) -> dict[str, Tensor]:
+        """Pointing game of each map and (mean over trials) of its random maps; NaN: box outside."""
+        from explainzoo.explainers.metrics import pointing_game
+
+        hit, chance = [], []
+        for j, (w, h) in enumerate(sizes):
+            region = box_region(self.bb, int(w), int(h), self.spec.box) if w and h else None
+            if region is None:
+                hit.append(float("nan"))
+                chance.append(float("nan"))
+                continue
+            hit.append(float(pointing_game(maps[j], mask=region)[0]))
+            chance.append(float(pointing_game(rand[j], mask=region).float().mean()))
+        return {"pointing": torch.tensor(hit), "pointing_random": torch.tensor(chance)}
 
     def _overlay(self, item: Item, method: str, x: Tensor, m: Tensor) -> None:
         from explainzoo.explainers.render import overlay
@@ -280,6 +325,12 @@ class Processor:
         parts = [p for p in Path(item.relpath).parts if p not in ("..", ".") and not Path(p).anchor]
         dest = self.out.joinpath("overlays", safe_name(self.bb.name), method, *parts[:-1], parts[-1] + ".png")
         atomic_write_bytes(dest, buf.getvalue())
+
+
+def _number(v: Any) -> float | None:
+    """A metric value as a float; NaN (not measured) as None."""
+    f = float(v)
+    return None if f != f else f
 
 
 def _targets(targets: list[int | None], ks: list[int]) -> Any:

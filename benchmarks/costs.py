@@ -78,7 +78,7 @@ def declared_passes(cls: type, cfg: dict[str, Any], channels: int, hw: tuple[int
     for name, option in getattr(cls, "options", {}).items():
         cost = getattr(option, "cost", None)
         value = cfg.get(name, option.default)
-        if cost == "passes":
+        if cost in ("passes", "gradients"):
             passes *= _count(option, value, channels, exact)
             declared = True
         elif cost == "inverse":

@@ -29,6 +29,7 @@ from explainzoo.backbones import ExplainzooError
 from explainzoo.backbones.images import MAX_FILE_BYTES
 
 from .allowlist import refused_notice, restrict_plugins
+from .exposure import lock_down, queue_cancel_token
 from .files import CACHE_TTL_S, example_images, png_file, uploaded_image
 from .results import ExplainResult
 from .service import DemoService, configure_offline_hub
@@ -80,6 +81,7 @@ def build_demo(service: DemoService, *, concurrency_limit: int = 2, landing: boo
         landing: open with the first example explained (:func:`landing_result`,
             computed here, once).
     """
+    service.cancel_token = queue_cancel_token  # a request whose client has gone is cancelled
     ctx = TabContext(service, concurrency_limit)
     if landing:
         ctx.landing = landing_result(service, ctx.examples)
@@ -133,7 +135,9 @@ def serve(
         pwa=False,
         inbrowser=False,
         footer_links=["api"],
+        enable_monitoring=False,
     )
+    lock_down(demo)  # no /monitoring, no private helper events by fn_index (demo/exposure.py)
     return demo
 
 

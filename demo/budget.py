@@ -19,20 +19,15 @@ value and the value that fits, e.g. ``smoothgrad on timm:resnet50 needs ~65
 passes with a backward (this demo's budget there: 40): lower samples (now 64)
 to 39``.
 
-Whether a method's passes run backward is read from the class when it says
-(``needs_gradient``, the CAM family), else measured once per class on a tiny
-network (:func:`takes_gradients`), never taken from its name.
+Whether a method's passes run backward is read from what the class declares
+(:func:`takes_gradients`), never taken from its name.
 """
 
 from __future__ import annotations
 
 import math
-import threading
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
-
-import torch
-from torch import nn
 
 from explainzoo.backbones import Backbone, ExplainzooError
 from explainzoo.explainers import create_explainer, explainer_class
@@ -43,61 +38,19 @@ if TYPE_CHECKING:
 
 __all__ = ["chunk_bytes", "fit_budget", "pass_flops", "takes_gradients"]
 
-_GRADIENT: dict[type, bool] = {}
-_GRADIENT_LOCK = threading.Lock()
-
-
 def takes_gradients(cls: type) -> bool:
     """Whether a method's passes run backward (they cost about 3 forward passes each).
 
-    The class's own ``needs_gradient`` when it declares one (the CAM
-    template); otherwise measured once per class: the method runs on a tiny
-    seeded network with every ``passes`` option at its smallest value + 2 and
-    every ``batch`` option at 1, and counts the images its passes see with
-    autograd on. Two or more: it takes gradients per pass (SmoothGrad, IG); a
-    method that fails on the tiny network counts as taking them (the stricter cap).
+    From what the class declares, never from its name: its ``needs_gradient``
+    when it has one (the CAM template), else whether any option is declared
+    with ``cost="gradients"`` (IG steps, SmoothGrad samples). A method with
+    neither makes forward passes only, or a single backward (saliency), which
+    the budget counts as a forward.
     """
     declared = getattr(cls, "needs_gradient", None)
     if isinstance(declared, bool):
         return declared
-    with _GRADIENT_LOCK:
-        if cls not in _GRADIENT:
-            _GRADIENT[cls] = _measure_gradients(cls)
-        return _GRADIENT[cls]
-
-
-def _probe_options(cls: type) -> dict[str, Any]:
-    opts: dict[str, Any] = {}
-    for key, o in getattr(cls, "options", {}).items():
-        if o.cost not in ("passes", "batch") or isinstance(o.default, bool) or not isinstance(o.default, int):
-            continue
-        v = max(int(math.ceil(o.low)) if o.low is not None else 1, 1)
-        v = v + 2 if o.cost == "passes" else v
-        if o.unbounded is not None and v == o.unbounded:
-            v += 1
-        opts[key] = int(min(v, o.high)) if o.high is not None else v
-    return opts
-
-
-def _measure_gradients(cls: type) -> bool:
-    torch.manual_seed(0)
-    head = nn.Linear(4, 3)
-    model = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), head)
-    rows = [0]
-
-    def seen(module: nn.Module, args: tuple[Any, ...]) -> None:
-        if torch.is_grad_enabled() and not torch.is_inference_mode_enabled():
-            rows[0] += int(args[0].shape[0])
-
-    handle = head.register_forward_pre_hook(seen)
-    try:
-        x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-        cls(**_probe_options(cls)).explain(model.eval(), x)
-    except Exception:  # noqa: BLE001 - any failure: assume the stricter case
-        return True
-    finally:
-        handle.remove()
-    return rows[0] >= 2
+    return any(getattr(o, "cost", None) == "gradients" for o in getattr(cls, "options", {}).values())
 
 
 def pass_flops(profile: BackboneProfile, gradient: bool, limits: Limits) -> float:
@@ -150,7 +103,7 @@ def fit_budget(
     """
     cls = explainer_class(explainer)
     gradient = takes_gradients(cls)
-    out = dict(options)
+    out = dict(create_explainer(explainer, **options).config)  # every option, as the call will see it
     work = pass_flops(profile, gradient, limits)
     budget = limits.max_request_gflops * 1e9 / work
     cost = _estimate(explainer, out, bb, layer)

@@ -43,7 +43,7 @@ class LoadedBackbone:
         conv_layers: (label, value) choices of layers with 4-D conv weights
             whose filter grid stays under the pixel cap.
         too_big: conv layers left out of ``conv_layers`` -> their grid size.
-        profile: what one image costs on it (:func:`measure`, on first use), for the
+        profile: what one image costs on it (:func:`measure`, at load), for the
             request budget.
     """
 
@@ -150,7 +150,7 @@ def load_entry(name: str, pretrained: bool, max_grid_pixels: int) -> LoadedBackb
             else:
                 o, i, kh, kw = weight.shape
                 conv.append((f"{path} ({o}x{i}x{kh}x{kw})", path))
-    return LoadedBackbone(bb, warning, layers, conv, too_big)
+    return LoadedBackbone(bb, warning, layers, conv, too_big, measure(bb))  # one forward pass, at load
 
 
 # --------------------------------------------------------------------------- cost profile

@@ -19,6 +19,7 @@ from explainzoo.backbones import (
     list_backbones,
 )
 from explainzoo.backbones import load_backbone as _load_backbone
+from explainzoo.explainers.options import parse_pairs
 
 
 def _err(msg: str) -> None:
@@ -31,16 +32,6 @@ def load_backbone(name: str, checkpoint: str | None = None, random_init: bool = 
     if warning:
         _err(f"WARNING: {warning}")
     return bb
-
-
-def _parse_opts(pairs: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ExplainzooError(f"--opt takes KEY=VALUE, got {pair!r}")
-        k, v = pair.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
 
 
 def cmd_list(args: argparse.Namespace) -> int:
@@ -92,21 +83,28 @@ def cmd_layers(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_explain(args: argparse.Namespace) -> int:
-    from PIL import Image, ImageOps
+def read_image(path: Path) -> Any:
+    """An image file decoded by the library's safe loader (one loader for CLI, demo and batch jobs).
 
+    Raises:
+        ExplainzooError: unreadable, unsupported, too large (a decompression bomb) or corrupt:
+            one line naming the file.
+    """
+    from explainzoo.backbones.images import load_image
+
+    try:
+        return load_image(path)
+    except ExplainzooError as exc:
+        raise ExplainzooError(f"cannot read image {str(path)!r}: {exc}") from None
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
     from explainzoo.explainers import create_explainer
     from explainzoo.explainers.render import overlay, tile_grid
-
     from explainzoo.explainers.targets import parse as parse_target
 
-    explainer = create_explainer(args.method, **_parse_opts(args.opt))
-    path = Path(args.image)
-    try:
-        with Image.open(path) as im:
-            image = ImageOps.exif_transpose(im).convert("RGB")
-    except (OSError, ValueError) as exc:
-        raise ExplainzooError(f"cannot read image {str(path)!r}: {exc}") from exc
+    explainer = create_explainer(args.method, **parse_pairs(args.opt))
+    image = read_image(Path(args.image))
     bb = load_backbone(args.backbone, args.checkpoint, args.random_init)
     shown = bb.preprocessing.resize_crop(image)
     x = bb.preprocessing.normalize(shown)[None]
@@ -149,56 +147,23 @@ def cmd_space(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from PIL import Image, ImageOps
+    """A faithfulness report over images or a dataset, computed as a resumable job in OUT/job."""
+    import logging
 
+    from explainzoo.batch.evaluation import evaluate_job
     from explainzoo.demo.report import write_report
-    from explainzoo.explainers.metrics import evaluate, summary
+    from explainzoo.explainers.metrics import summary
 
-    images = []
-    for name in args.images:
-        path = Path(name)
-        try:
-            with Image.open(path) as im:
-                images.append((path.name, ImageOps.exif_transpose(im).convert("RGB")))
-        except (OSError, ValueError) as exc:
-            raise ExplainzooError(f"cannot read image {str(path)!r}: {exc}") from exc
-    backbones = [n.strip() for n in args.backbones.split(",") if n.strip()]
-    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-    if not backbones or not methods:
-        raise ExplainzooError("evaluate needs at least one backbone (-b) and one explainer (-m)")
-    box = None
-    if args.box:
-        try:
-            box = [float(v) for v in args.box.split(",")]
-        except ValueError:
-            box = []
-        if len(box) != 4:
-            raise ExplainzooError(f"--box takes x0,y0,x1,y1 in image pixels, got {args.box!r}")
-    try:
-        from tqdm import tqdm
-    except ImportError:  # pragma: no cover - the demo extra installs it
-        tqdm = None
-    total = len(images) * len(backbones) * (len(methods) + 1)
-    bar = tqdm(total=total, unit="run", disable=args.quiet) if tqdm is not None else None
-    evs = []
-    try:
-        for name in backbones:
-            bb = load_backbone(name, args.checkpoint, args.random_init)
-            evs.append(evaluate(
-                images, [bb], methods, steps=args.steps, sanity_steps=args.sanity_steps,
-                trials=args.trials, box=box, seed=args.seed, batch_size=args.batch_size,
-                progress=(lambda d: (bar.set_postfix_str(d), bar.update(1))) if bar else None,
-            ))
-            del bb
-    finally:
-        if bar is not None:
-            bar.close()
-    ev = evs[0]
-    for other in evs[1:]:
-        ev.rows += other.rows
-        ev.curves.update(other.curves)
-        ev.maps.update(other.maps)
-        ev.inputs.update(other.inputs)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="explainzoo: %(message)s", stream=sys.stderr)
+    weights = "checkpoint" if args.checkpoint else ("random" if args.random_init else "pretrained")
+    ev = evaluate_job(
+        args.images, args.backbones, args.methods, Path(args.output) / "job", steps=args.steps,
+        sanity_steps=args.sanity_steps, sanity_images=args.sanity_images, trials=args.trials,
+        box=args.box, seed=args.seed, progress=not args.quiet, weights=weights,
+        checkpoint=args.checkpoint, batch_size=args.batch_size, workers=args.workers,
+        device=args.device, limit=args.limit, image_size=args.image_size,
+    )
     html_path, csv_path = write_report(ev, args.output)
     rows = summary(ev)
     keys = ("deletion_auc", "insertion_auc", "sanity_spearman", "sanity_ssim", "pointing")
@@ -209,7 +174,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         line = f"{r['backbone']:<30} {r['explainer']:<22} {txt}"
         print(line + (f"  ERROR: {r['errors']}" if r["errors"] else ""))
     print(f"report -> {html_path}\nnumbers -> {csv_path}")
-    return 0
+    images = {r.image for r in ev.rows}
+    failed = images - {r.image for r in ev.rows if not r.error}
+    if failed:  # as `explainzoo batch`: bad images never stop the job; all failing is an error
+        _err(f"{len(failed)} images failed (see the error column of {csv_path})")
+    return 1 if images and failed == images else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -219,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("list", help="list backbones or explainers (and broken plugins)")
     s.add_argument("what", choices=("backbones", "explainers"))
     s.add_argument("pattern", nargs="?", default=None, help="wildcard, e.g. 'timm:*resnet*' or '*cam*'")
-    s.add_argument("-v", "--verbose", action="store_true", help="show each entry's distribution and version, and broken plugins' tracebacks")
+    s.add_argument("-v", "--verbose", action="store_true",
+                   help="show each entry's distribution and version, and broken plugins' tracebacks")
     s.set_defaults(func=cmd_list)
 
     s = sub.add_parser("layers", help="a backbone's layer aliases and map layers")
@@ -231,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("-b", "--backbone", default="timm:tf_efficientnet_lite0")
     s.add_argument("-m", "--method", default="gradcam")
     s.add_argument("-l", "--layer", default=None, help="alias (conv1, last, stageN) or module path")
-    s.add_argument("-t", "--target", default=None, help="what score to explain (default: top-1): a class index or name, "
+    s.add_argument("-t", "--target", default=None,
+                   help="what score to explain (default: top-1): a class index or name, "
                    "'contrast:A,B', 'classes:I,J,K', 'prob:NAME', 'sigmoid:I'")
     s.add_argument("-o", "--output", default="explanation.png")
     s.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE", help="explainer option")
@@ -261,8 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--backbones", default=None, help="comma-separated backbone names to offer")
     s.set_defaults(func=cmd_space)
 
-    s = sub.add_parser("evaluate", help="faithfulness report: deletion/insertion AUC, sanity checks")
-    s.add_argument("images", nargs="+", help="image files")
+    s = sub.add_parser("evaluate", help="faithfulness report: deletion/insertion AUC, sanity checks",
+                       description="Faithfulness numbers of every image, computed as a dataset job in "
+                                   "OUTPUT/job (rerun the same command to continue it), then "
+                                   "OUTPUT/report.html and OUTPUT/metrics.csv.")
+    s.add_argument("images", nargs="+",
+                   help="image files, folders (ImageFolder gives labels), globs, .txt/.csv lists")
     s.add_argument("-b", "--backbones", default="timm:tf_efficientnet_lite0", help="comma-separated")
     s.add_argument("-m", "--methods", default="gradcam,saliency", help="comma-separated explainers")
     s.add_argument("--box", default=None, help="x0,y0,x1,y1 in image pixels: adds the pointing game")
@@ -271,7 +246,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--trials", type=int, default=2, help="random maps per image for the chance row")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--batch-size", type=int, default=16)
-    s.add_argument("-o", "--output", default="report", help="output folder")
+    s.add_argument("--sanity-images", type=int, default=1,
+                   help="images (the first with a map) that get the sanity check, curves and overlays")
+    s.add_argument("--workers", type=int, default=1, help="decode processes (0: in the main process)")
+    s.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    s.add_argument("--limit", type=int, default=None, help="first N images only")
+    s.add_argument("--image-size", type=int, default=None, help="run the backbones at this input size")
+    s.add_argument("-o", "--output", default="report", help="output folder (the job is in OUTPUT/job)")
     s.add_argument("--checkpoint", default=None, help="state dict file (.safetensors or torch)")
     s.add_argument("--random-init", action="store_true", help="skip pretrained weights")
     s.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -14,7 +14,7 @@ from explainzoo.explainers.render import overlay
 
 from . import display, policy
 from .policy import CAPTION_STEPS, DEFAULT_BACKBONE
-from .results import CompareResult, GalleryItem, ProgressFn, class_label, quiet
+from .results import CompareResult, GalleryItem, ProgressFn, class_label, explained_class, quiet
 
 __all__ = ["CompareTabs"]
 
@@ -38,7 +38,7 @@ class CompareTabs:
         so overlays that share them pay for the random curve once.
         """
         x = bb.preprocessing.normalize(shown)[None].float()
-        d = deletion(bb, x, exp.maps, exp.targets, CAPTION_STEPS)
+        d = deletion(bb, x, exp.maps, exp.target, CAPTION_STEPS)
         res = tuple(exp.raw.shape[-2:]) if exp.raw is not None else None
         key = (bb.name, res, int(d.targets[0]))
         if key not in chance:
@@ -64,6 +64,9 @@ class CompareTabs:
         alpha: Any = 0.5,
         progress: ProgressFn | None = None,
         faithfulness: Any = True,
+        target: Any = None,
+        contrast: Any = None,
+        score: Any = "logit",
     ) -> CompareResult:
         """Compare backbones: one image, one explainer, several backbones.
 
@@ -75,6 +78,9 @@ class CompareTabs:
             faithfulness: add each map's deletion AUC and a random map's to its
                 caption (:meth:`_deletion_caption`; ``2 * (CAPTION_STEPS + 1)``
                 forward passes per overlay at most).
+            target, contrast, score: the same score for every backbone
+                (:meth:`score_target`): resolved against each backbone's labels;
+                one without those classes is reported in ``errors``.
         """
         report = progress or quiet
         method = self._explainer(explainer, "map")
@@ -94,7 +100,8 @@ class CompareTabs:
             report(i / len(names), f"{method} on {name} ({i + 1}/{len(names)})")
             try:
                 lb = self._cache.get(name)
-                exp, shown, preds, seconds = self._run_map(lb, pil, method, lyr, None, opts)
+                tgt = self.score_target(lb.backbone, target, contrast, score)
+                exp, shown, preds, seconds = self._run_map(lb, pil, method, lyr, tgt, opts)
                 note = self._deletion_caption(lb.backbone, shown, exp, chance) if faithful else ""
             except ExplainzooError as exc:
                 errors[name] = str(exc)
@@ -104,6 +111,8 @@ class CompareTabs:
                 f"{_short(name)}: {top.label.split(',')[0]} ({top.prob:.0%}) | "
                 f"layer {exp.layer or 'input'} | {seconds * 1000:.0f} ms"
             )
+            if tgt is not None:
+                caption += f" | explains {exp.target_description}"
             if note:
                 caption += f" | {note}"
             if lb.warning:
@@ -128,6 +137,8 @@ class CompareTabs:
         alpha: Any = 0.5,
         progress: ProgressFn | None = None,
         faithfulness: Any = True,
+        contrast: Any = None,
+        score: Any = "logit",
     ) -> CompareResult:
         """Compare explainers: one image, one backbone, several explainers side by side.
 
@@ -148,7 +159,7 @@ class CompareTabs:
         report(0.05, f"loading {name}")
         lb = self._cache.get(name)
         bb = lb.backbone
-        tgt = self.resolve_target(bb, target)
+        tgt = self.score_target(bb, target, contrast, score)
         items: list[GalleryItem] = []
         errors: dict[str, str] = {}
         chance: dict[tuple[Any, ...], float] = {}
@@ -162,8 +173,7 @@ class CompareTabs:
             except ExplainzooError as exc:
                 errors[method] = str(exc)
                 continue
-            t = int(exp.targets[0]) if exp.targets is not None else preds[0].index
-            label = class_label(bb, t).split(",")[0]
+            label = class_label(bb, explained_class(exp, preds)).split(",")[0]
             caption = f"{method} | layer {exp.layer or 'input'} | class {label} | {seconds * 1000:.0f} ms"
             items.append(self._gallery_item(shown, exp, caption, note, cmap, alpha))
         if not items:

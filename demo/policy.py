@@ -94,11 +94,11 @@ DEFAULT_EVALUATE_STEPS = 16
 
 #: Largest value of an option by what it declares it costs (``Option.cost``):
 #: ``passes`` forward passes grow with it (RISE masks, Score-CAM channels),
-#: ``gradient_passes`` the same for a method whose passes run backward too
-#: (IG steps, SmoothGrad samples: :func:`takes_gradients`), ``batch`` images
+#: ``gradients`` forward-and-backward passes grow with it (IG steps,
+#: SmoothGrad samples), ``batch`` images
 #: held in memory at once (one chunk). The request budget (:func:`fit_budget`)
 #: may lower them further on a large backbone.
-COST_CAPS: Mapping[str, int] = MappingProxyType({"passes": 256, "gradient_passes": 64, "batch": 64})
+COST_CAPS: Mapping[str, int] = MappingProxyType({"passes": 256, "gradients": 64, "batch": 64})
 #: Smallest non-zero value of an option whose cost grows as it shrinks
 #: (``inverse``: occlusion's window and stride); 0 keeps its meaning "automatic".
 COST_FLOORS: Mapping[str, int] = MappingProxyType({"inverse": 16})
@@ -157,7 +157,7 @@ class Limits:
     lock_timeout_s: float = 10.0
     max_pixels: int = 16_000_000
     max_request_gflops: float = 1000.0
-    max_chunk_mb: float = 512.0
+    max_chunk_mb: float = 384.0
     gradient_factor: float = 3.0
 
     def __post_init__(self) -> None:
@@ -342,8 +342,6 @@ def _bounds(limits: Limits, key: str, option: Any, cls: type | None = None) -> t
     """(cap, floor) of one option: from its declared cost, and an operator's cap by name."""
     cost = option_cost(option)
     cap = floor = None
-    if cost == "passes" and cls is not None and "gradient_passes" in limits.cost_caps and takes_gradients(cls):
-        cost = "gradient_passes"
     if cost is not None:
         if cost in limits.cost_floors:
             floor = int(limits.cost_floors[cost])

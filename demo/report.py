@@ -130,8 +130,9 @@ def write_report(ev: Evaluation, outdir: str | Path) -> tuple[Path, Path]:
         "(<a href='https://arxiv.org/abs/1810.03292'>arXiv:1810.03292</a>) &mdash; mean Spearman / "
         "SSIM between the original map and the maps of the progressively randomised model (lower: the "
         "map depends on the weights, as it should). The <i>random</i> row is chance: smooth seeded "
-        "noise at the last layer's resolution; its sanity columns compare the first explainer's map "
-        "with a random map (what full decorrelation looks like).</p>",
+        "noise at the resolution of the first explainer's map (its layer's; pixel noise for input-gradient "
+        "maps); its sanity columns compare the first explainer's map with a random map (what full "
+        "decorrelation looks like).</p>",
         f"<p>Settings: {html.escape(str(ev.settings))}</p>",
         "<h2>Summary (mean over images)</h2><table><tr>"
         + "".join(f"<th>{h}</th>" for h in heads) + "</tr>",
@@ -140,6 +141,10 @@ def write_report(ev: Evaluation, outdir: str | Path) -> tuple[Path, Path]:
         cls = " class='random'" if s["explainer"] == RANDOM else ""
         parts.append(f"<tr{cls}>" + "".join(f"<td>{_fmt(s[c])}</td>" for c in cols) + "</tr>")
     parts.append("</table><h2>Per image</h2>")
+    if ev.settings.get("sanity_images") is not None:
+        k, n = ev.settings["sanity_images"], ev.settings.get("images")
+        parts.append(f"<p>The sanity check, curves and maps cover the first {k} image(s) with a map "
+                     f"of {n}; every image's numbers are in metrics.csv.</p>")
     fractions = ev.fractions if ev.fractions is not None else np.linspace(0, 1, 2)
     for key, curves in ev.curves.items():
         name, bname = key

@@ -31,7 +31,17 @@ def quiet(fraction: float, message: str) -> None:
 
 def class_label(backbone: Any, index: int) -> str:
     """The label of class ``index`` of a backbone (its number when it has no label)."""
-    return backbone.labels[index] if index < len(backbone.labels) else str(index)
+    return backbone.labels[index] if 0 <= index < len(backbone.labels) else str(index)
+
+
+#: What the Explain tab's "score" control offers (see ``DemoService.score_target``).
+SCORES: tuple[str, ...] = ("logit", "probability")
+
+
+def explained_class(exp: Any, predictions: Any) -> int:
+    """The class a result is about: the target's class, else (a contrast, a group) the top-1."""
+    t = int(exp.targets[0]) if exp.targets is not None else -1
+    return t if t >= 0 else predictions[0].index
 
 
 @dataclass(frozen=True)
@@ -62,6 +72,8 @@ class ExplainResult:
             before any scaling): what the ``.npy`` download holds.
         outlier_perc: percent of the map's top values clipped in ``overlay``
             and ``raw`` (0: drawn as computed; see :mod:`explainzoo.demo.display`).
+        target_description: the score explained, e.g. "tiger cat - tabby
+            (logit contrast)"; ``score`` is its value.
     """
 
     overlay: Image.Image
@@ -80,6 +92,7 @@ class ExplainResult:
     seconds: float
     raw_map: np.ndarray | None = None
     outlier_perc: float = 0.0
+    target_description: str = ""
 
 
 @dataclass(frozen=True)

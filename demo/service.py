@@ -44,6 +44,7 @@ from explainzoo.explainers import (
     explainer_failures,
     list_explainers,
 )
+from explainzoo.explainers import targets as T
 from explainzoo.explainers.render import overlay
 
 from . import display, policy
@@ -65,6 +66,7 @@ from .policy import (
     Limits,
 )
 from .results import (
+    SCORES,
     CompareResult,
     EvaluateResult,
     ExplainResult,
@@ -73,6 +75,7 @@ from .results import (
     Prediction,
     ProgressFn,
     class_label,
+    explained_class,
     quiet,
 )
 
@@ -309,6 +312,32 @@ class DemoService(CompareTabs, EvaluateTab, GridTabs):
             target = int(target)
         return None if target is None else bb.class_index(target)
 
+    def score_target(self, bb: Backbone, target: Any = None, contrast: Any = None, score: Any = "logit") -> Any:
+        """The target the UI's three controls spell, for the library (:mod:`explainzoo.explainers.targets`).
+
+        ``target`` as :meth:`resolve_target`; ``contrast``: a second class
+        ("why the target rather than this one"; None, empty or ``"none"``: no
+        contrast); ``score``: ``"logit"`` or ``"probability"`` (softmax).
+        """
+        if score not in SCORES:
+            raise ExplainzooError(f"score must be one of {list(SCORES)}, got {score!r}")
+        base = self.resolve_target(bb, target)
+        other = None
+        if contrast is not None and not (isinstance(contrast, str) and contrast.strip().lower() in ("", "none")):
+            other = self.resolve_target(bb, contrast)
+        if other is None:
+            return T.Probability(base) if score == "probability" else base
+        if score == "logit":
+            return T.Contrast(base, other)
+        names = (class_label(bb, base) if base is not None else "top-1", class_label(bb, other))
+
+        def probability_contrast(out: Tensor) -> Tensor:
+            p = out.softmax(dim=1)
+            a = p.argmax(dim=1) if base is None else torch.full_like(p[:, 0], base, dtype=torch.long)
+            return p.gather(1, a[:, None])[:, 0] - p[:, other]
+
+        return T.Custom(probability_contrast, f"p({names[0]}) - p({names[1]}) (probability contrast)")
+
     def _render_args(self, cmap: Any, alpha: Any) -> tuple[str, Any]:
         """Colormap and opacity, checked by the library's renderer before any work is done."""
         cmap = policy.text(cmap, "colormap", self.limits)
@@ -355,7 +384,7 @@ class DemoService(CompareTabs, EvaluateTab, GridTabs):
         image: Image.Image,
         explainer: str,
         layer: str | None,
-        target: int | None,
+        target: Any,
         options: Mapping[str, Any],
         given: Any = (),
     ) -> tuple[Explanation, Tensor, list[Prediction], float]:
@@ -388,6 +417,8 @@ class DemoService(CompareTabs, EvaluateTab, GridTabs):
         options: Any = None,
         progress: ProgressFn | None = None,
         outlier_perc: Any = display.OUTLIER_PERC,
+        contrast: Any = None,
+        score: Any = "logit",
     ) -> ExplainResult:
         """The Explain tab: one image, one backbone, one explainer.
 
@@ -406,6 +437,8 @@ class DemoService(CompareTabs, EvaluateTab, GridTabs):
             progress: optional ``progress(fraction, message)`` callback.
             outlier_perc: percent of a gradient map's top values clipped in the
                 drawings (:mod:`.display`; CAMs are never clipped).
+            contrast: a second class: explain "target rather than contrast" (None: no contrast).
+            score: ``"logit"`` or ``"probability"``: what is explained (:meth:`score_target`).
         """
         report = progress or quiet
         name = self._backbone(backbone)
@@ -419,11 +452,11 @@ class DemoService(CompareTabs, EvaluateTab, GridTabs):
         lb = self._cache.get(name)
         bb = lb.backbone
         layer_arg = self._layer(lb, layer, explainer_class(method).uses_layer)
-        tgt = self.resolve_target(bb, target)
+        tgt = self.score_target(bb, target, contrast, score)
         report(0.4, f"running {method} on {name}")
         exp, shown, preds, seconds = self._run_map(lb, pil, method, layer_arg, tgt, opts, given)
         report(0.9, "rendering")
-        t = int(exp.targets[0]) if exp.targets is not None else preds[0].index
+        t = explained_class(exp, preds)
         raw = (exp.raw if exp.raw is not None else exp.maps)[0].detach().float().cpu()  # type: ignore[index]
         return ExplainResult(
             overlay=overlay(shown, display.display_maps(exp, clip), cmap=cmap, alpha=alpha),
@@ -442,5 +475,6 @@ class DemoService(CompareTabs, EvaluateTab, GridTabs):
             seconds=seconds,
             raw_map=torch.nan_to_num(raw, nan=0.0).numpy(),
             outlier_perc=clip,
+            target_description=exp.target_description or "",
         )
 

@@ -175,7 +175,7 @@ class Explainer(abc.ABC):
         """The settings a deadline error suggests, from the cost declarations."""
         parts = []
         for name, o in self.cost_options().items():
-            if o.cost == "passes":
+            if o.cost in ("passes", "gradients"):
                 parts.append(f"fewer {name}" + ("" if o.unbounded is None else f" (not {o.unbounded!r})"))
             elif o.cost == "inverse":
                 parts.append(f"a larger {name}")

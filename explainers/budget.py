@@ -106,7 +106,7 @@ def default_effective(option: Option, value: Any, hw: tuple[int, int]) -> float:
     """
     if option.unbounded is not None and value == option.unbounded:
         return math.inf
-    if option.cost == "passes":
+    if option.cost in ("passes", "gradients"):
         return float(value)
     if option.cost == "inverse":
         v = value if isinstance(value, (int, float)) and value > 0 else option.default
@@ -131,7 +131,7 @@ def estimate_cost(explainer: Explainer, bb: Backbone, n: int, hw: tuple[int, int
         if option.cost == "inverse":
             inverse.append(eff)
     passes = float(explainer.base_passes) + float(explainer.extra_passes(bb, hw, layer))
-    passes += sum(v for k, v in by_option.items() if explainer.options[k].cost == "passes")
+    passes += sum(v for k, v in by_option.items() if explainer.options[k].cost in ("passes", "gradients"))
     passes += max(inverse, default=0.0)
     chunk = int(min(min(batch_values), passes)) if batch_values else 1  # min(...) is finite
     return Cost(passes=passes, batch=max(n, chunk), images=n, by_option=by_option)

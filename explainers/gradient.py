@@ -59,7 +59,7 @@ class SmoothGrad(AttributionExplainer):
     paper = "Smilkov et al., SmoothGrad, 2017 (arXiv:1706.03825)"
     options = {
         "samples": Option(16, "number of noisy copies n (the paper suggests 50)", low=1, high=100_000,
-                          cost="passes"),
+                          cost="gradients"),
         "noise": Option(0.15, "noise std as a fraction of the image's value range (paper: 0.1-0.2)",
                         low=0.0, high=10.0),
         "square": Option(False, "show the squared mean gradient instead of its absolute value"),
@@ -232,7 +232,7 @@ class IntegratedGradients(AttributionExplainer):
     paper = "Sundararajan et al., Axiomatic Attribution for Deep Networks, ICML 2017 (arXiv:1703.01365)"
     options = {
         "steps": Option(12, "gradient evaluations along the path (64+ for near-exact completeness)",
-                        low=1, high=100_000, cost="passes"),
+                        low=1, high=100_000, cost="gradients"),
         "rule": Option("adaptive", "quadrature: 'adaptive' nodes, or uniform 'midpoint', 'trapezoid', 'right'",
                        choices=("adaptive", "midpoint", "trapezoid", "right")),
         "baseline": fill_option("black"),

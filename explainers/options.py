@@ -11,17 +11,19 @@ image and images per pass (:mod:`explainzoo.explainers.budget`).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from explainzoo.backbones import ExplainzooError
 
 #: How an option scales the cost of a call:
-#: ``"passes"``: forward/backward passes grow linearly with the value (steps,
-#: samples, masks, channels); ``"batch"``: the peak memory of one chunk grows
+#: ``"passes"``: forward passes grow linearly with the value (masks, channels);
+#: ``"gradients"``: forward-and-backward passes grow linearly with it (IG steps,
+#: SmoothGrad samples: each unit costs about three forward passes); ``"batch"``: the peak memory of one chunk grows
 #: with it (``batch_size``); ``"inverse"``: a smaller value means more passes
 #: (an occlusion window or stride; 0 may mean "automatic").
-COSTS = ("passes", "batch", "inverse")
+COSTS = ("passes", "gradients", "batch", "inverse")
 
 
 @dataclass(frozen=True)
@@ -109,3 +111,20 @@ def batch_option(default: int = 8) -> Option:
 def seed_option() -> Option:
     """The shared ``seed`` option of the randomised methods."""
     return Option(0, "seed of the random draws (the same for every image of a batch)", low=0, high=2**63 - 1)
+
+
+def parse_pairs(pairs: Iterable[str]) -> dict[str, str]:
+    """``["steps=32", "rule = right"]`` -> ``{"steps": "32", "rule": "right"}`` (the CLI's ``--opt``).
+
+    Values stay strings: :meth:`Option.coerce` converts them when the explainer is created.
+
+    Raises:
+        ExplainzooError: a pair without ``=``.
+    """
+    out: dict[str, str] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ExplainzooError(f"--opt takes KEY=VALUE, got {pair!r}")
+        key, value = pair.split("=", 1)
+        out[key.strip()] = value.strip()
+    return out

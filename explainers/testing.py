@@ -37,7 +37,7 @@ from .result import Explanation
 __all__ = ["CHECKS", "Check", "ContractError", "InjectedFailure", "check_explainer", "make_backbone",
            "parametrize_with_checks"]
 
-KINDS, COSTS = ("map", "grid"), ("passes", "batch", "inverse", None)  # Explainer.kind, Option.cost
+KINDS, COSTS = ("map", "grid"), ("passes", "gradients", "batch", "inverse", None)  # Explainer.kind, Option.cost
 RTOL, ATOL = 1e-3, 2e-3  # batch vs per-image and threaded vs serial maps
 
 

@@ -239,3 +239,59 @@ def test_cli_batch_is_registered():
 
     args = build_parser().parse_args(["batch", "x", "-o", "y", "--batch-size", "auto"])
     assert args.batch_size == "auto" and callable(args.func)
+
+
+def test_pointing_metric_and_random_trials(photos, tmp_path):
+    """``pointing`` (with a box in image pixels) and the chance level over several random maps."""
+    from explainzoo.explainers.metrics import pointing_game
+    from explainzoo.explainers.metrics.evaluation import input_box_mask
+
+    box = [10, 5, 80, 60]
+    run_batch([str(photos)], [BB], ["gradcam"], tmp_path / "p", html=False, box=box, random_trials=2,
+              metrics=["deletion", "pointing"], **SETTINGS)
+    res = load_results(tmp_path / "p")
+    ok = res.frame[res.frame["error"].isna()]
+    assert ok["pointing"].isin([0.0, 1.0]).all() and ok["pointing_random"].isin([0.0, 0.5, 1.0]).all()
+    assert ok["deletion_auc_random"].notna().all() and ok["insertion_auc"].isna().all()
+    bb = reference_backbone()
+    for _, row in ok.iterrows():
+        image = load_image(row["path"])
+        hit = pointing_game(torch.from_numpy(res.map(row)), mask=input_box_mask(bb, image, box))
+        assert float(hit[0]) == row["pointing"]
+    # a box outside an image: its pointing is null, not an error
+    run_batch([str(photos)], [BB], ["gradcam"], tmp_path / "q", html=False, box=[500, 500, 600, 600],
+              metrics=["pointing"], **SETTINGS)
+    far = load_results(tmp_path / "q").frame
+    assert far["pointing"].isna().all() and far["error"].notna().sum() == 1
+    with pytest.raises(ExplainzooError, match="needs a box"):
+        run_batch([str(photos)], [BB], ["gradcam"], tmp_path / "r", metrics=["pointing"], **SETTINGS)
+    with pytest.raises(ExplainzooError, match="--box"):
+        run_batch([str(photos)], [BB], ["gradcam"], tmp_path / "r", box=[3, 3, 1, 1], **SETTINGS)
+    assert not (tmp_path / "r").exists()
+
+
+def test_shards_and_manifests_of_an_older_writer_still_read_and_resume(job, tmp_path):
+    """Columns and spec fields added later (pointing, box, random_trials) read as null / default."""
+    import json
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    out, _ = job
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    for shard in sorted((old / "results").glob("part-*.parquet")):
+        t = pq.read_table(shard)
+        pq.write_table(t.drop_columns(["pointing", "pointing_random"]), shard)
+    manifest = json.loads((old / "manifest.json").read_text())
+    for key in ("box", "random_trials"):
+        del manifest["spec"][key]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    res = load_results(old)
+    assert len(res) == 10 and res.frame["pointing"].isna().all()
+    from explainzoo.batch.evaluation import read_rows
+
+    assert len(read_rows(old)) == 10
+    photos = Path(manifest["spec"]["inputs"][0])
+    again = run_batch([str(photos)], [BB], METHODS, old, html=False, **SETTINGS)
+    assert again.written == 0 and again.rows == 10

@@ -145,7 +145,7 @@ def test_every_explainer_is_documented(method: str) -> None:
     for name, opt in cls.options.items():
         assert opt.doc, name
         assert opt.coerce(name, opt.default) == opt.default
-        assert opt.cost is None or opt.cost in ("passes", "batch", "inverse"), name
+        assert opt.cost is None or opt.cost in ("passes", "gradients", "batch", "inverse"), name
     assert cls.kind in ("map", "grid")
 
 

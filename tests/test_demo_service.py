@@ -249,9 +249,9 @@ class CostlyCAM(CAMExplainer):
 
     description = "test: a CAM with costly options"
     options = {
-        "steps": Option(200, "how many passes", low=1, high=10000, cost="passes"),
+        "steps": Option(200, "how many passes", low=1, high=10000, cost="gradients"),
         "n_masks": Option(4000, "how many masks", low=1, cost="passes"),
-        "n_trials": Option(10, "a count the caps table does not know", low=1, cost="passes"),
+        "n_trials": Option(10, "a count the caps table does not know", low=1, cost="gradients"),
         "stride": Option(0, "smaller costs more; 0: automatic", low=0, cost="inverse"),
         "seed": Option(0, "not a cost"),
         "noise": Option(0.1, "a float", low=0.0, high=1.0),
@@ -284,7 +284,7 @@ def test_costly_options_are_capped(costly_plugin):
     svc = DemoService(BACKBONES[:1])
     caps = svc.limits.cost_caps
     # defaults above the cap are lowered to it; others stay
-    assert svc.parse_options(costly_plugin, None) == {"steps": caps["passes"], "n_masks": caps["passes"]}
+    assert svc.parse_options(costly_plugin, None) == {"steps": caps["gradients"], "n_masks": caps["passes"]}
     assert svc.parse_options(costly_plugin, "steps=8, noise=0.5")["steps"] == 8
     with pytest.raises(ExplainzooError, match="cap of 64"):
         svc.parse_options(costly_plugin, "steps=5000")
@@ -635,3 +635,36 @@ def test_configure_offline_hub_reaches_an_already_imported_hub(monkeypatch):
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
     configure_offline_hub()
     assert hub_constants.HF_HUB_OFFLINE is False
+
+
+# --------------------------------------------------------------------------- targets (issue 12)
+
+
+def test_explain_contrast_and_probability_scores(service):
+    plain = service.explain(str(CHELSEA), BACKBONES[0], "gradcam", target="tiger cat")
+    contrast = service.explain(str(CHELSEA), BACKBONES[0], "gradcam", target="tiger cat", contrast="tabby")
+    prob = service.explain(str(CHELSEA), BACKBONES[0], "gradcam", target="tiger cat", score="probability")
+    both = service.explain(str(CHELSEA), BACKBONES[0], "gradcam", target="tiger cat", contrast="tabby",
+                           score="probability")
+    assert contrast.target_description == "tiger cat - tabby (logit contrast)"
+    assert prob.target_description.endswith("(softmax probability)") and 0 < prob.score < 1
+    assert "probability contrast" in both.target_description and -1 < both.score < 1
+    assert contrast.target == plain.target == 282  # the class the page is about
+    probs = {p.index: p.prob for p in plain.predictions}
+    assert abs(both.score - (probs[282] - probs[281])) < 1e-4  # p(tiger cat) - p(tabby)
+    assert abs(prob.score - probs[282]) < 1e-4
+    assert not np.allclose(contrast.map, plain.map)  # what separates the two classes, not the whole cat
+    with pytest.raises(ExplainzooError, match="score must be one of"):
+        service.explain(str(CHELSEA), BACKBONES[0], "gradcam", score="odds")
+    with pytest.raises(ExplainzooError, match="unknown class"):
+        service.explain(str(CHELSEA), BACKBONES[0], "gradcam", contrast="not a class at all")
+
+
+def test_compare_tabs_pass_the_same_target_to_every_backbone(service):
+    r = service.compare_backbones(str(CHELSEA), "gradcam", BACKBONES[:2], faithfulness=False,
+                                  target="tiger cat", contrast="tabby")
+    assert len(r.items) == 2 and not r.errors
+    assert all("explains tiger cat - tabby (logit contrast)" in it.caption for it in r.items)
+    e = service.compare_explainers(str(CHELSEA), BACKBONES[0], ["gradcam", "saliency"], target="tiger cat",
+                                   faithfulness=False, score="probability")
+    assert len(e.items) == 2 and all("class tiger cat" in it.caption for it in e.items)

@@ -72,3 +72,58 @@ def test_evaluate_one_gives_rows_and_a_figure():
     x = bb.preprocess(image)
     caption = faithfulness_caption(bb, x, explain("saliency", bb, x), steps=4)
     assert caption.startswith("deletion AUC ") and "random" in caption
+
+
+def test_evaluate_over_a_folder_runs_as_a_job_and_resumes(tmp_path, monkeypatch, capsys):
+    """A folder (ImageFolder, one corrupt file) -> rows for every image; a rerun explains nothing again."""
+    pytest.importorskip("pyarrow")
+    from explainzoo.batch import load_results
+    from explainzoo.explainers.base import Explainer
+
+    from .test_batch import make_photos
+
+    photos = make_photos(tmp_path / "photos")
+    out = tmp_path / "report"
+    argv = ["evaluate", str(photos), "-b", "timm:resnet18", "--random-init", "--image-size", "64",
+            "-m", "gradcam,saliency", "--steps", "3", "--sanity-steps", "1", "--trials", "2",
+            "--box", "10,5,80,60", "--workers", "0", "-o", str(out), "-q"]
+    assert main(argv) == 0
+    rows = list(csv.DictReader((out / "metrics.csv").open(encoding="utf-8")))
+    names = list(dict.fromkeys(r["image"] for r in rows))
+    assert names == ["cat/astronaut.png", "cat/chelsea.jpg", "cup/broken.jpg", "cup/coffee.jpg", "cup/rocket.jpg"]
+    assert [r["explainer"] for r in rows] == ["gradcam", "saliency", "random"] * 5
+    for r in rows:
+        if r["image"] == "cup/broken.jpg":
+            assert r["error"] and r["deletion_auc"] == ""
+            continue
+        assert r["error"] == ""
+        assert 0.0 <= float(r["deletion_auc"]) <= 1.0 and 0.0 <= float(r["insertion_auc"]) <= 1.0
+        assert float(r["pointing"]) in (0.0, 0.5, 1.0)
+        # the costly sanity check: the first image only (the default --sanity-images 1)
+        assert (r["sanity_spearman"] != "") == (r["image"] == "cat/astronaut.png")
+    job = load_results(out / "job")
+    assert len(job) == 10 and job.manifest["spec"]["metrics"] == ["deletion", "insertion", "pointing"]
+    gradcam = job.frame[(job.frame["method"] == "gradcam") & job.frame["error"].isna()]
+    by_image = {r["image"]: r for r in rows if r["explainer"] == "gradcam"}
+    for _, rec in gradcam.iterrows():  # the report's numbers are the job's
+        assert float(by_image[rec["relpath"]]["deletion_auc"]) == pytest.approx(rec["deletion_auc"])
+    first_csv = (out / "metrics.csv").read_text(encoding="utf-8")
+
+    calls: list[str] = []
+    explain = Explainer.explain
+
+    def counting(self, *args, **kwargs):
+        calls.append(type(self).__name__)
+        return explain(self, *args, **kwargs)
+
+    monkeypatch.setattr(Explainer, "explain", counting)
+    assert main(argv) == 0
+    assert calls == []  # every row and every sanity number came from OUT
+    assert (out / "metrics.csv").read_text(encoding="utf-8") == first_csv
+    manifest = load_results(out / "job").manifest
+    assert len(manifest["runs"]) == 2 and manifest["runs"][-1]["rows_written"] == 0
+    # another job in the same OUT is refused, in one line
+    capsys.readouterr()
+    assert main([*argv[:-3], "--steps", "5", "-o", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "different job" in err and "metric_steps" in err and err.count("\n") == 1

@@ -20,10 +20,9 @@ from torch import nn
 
 from explainzoo.backbones import create_backbone, hook_counts
 from explainzoo.explainers import create_explainer, explain
-from explainzoo.explainers.mechanics import upsample
 from explainzoo.explainers.gradient import adaptive_path_average, path_points
 from explainzoo.explainers.guided import GuidedMode
-from explainzoo.explainers.mechanics import generator
+from explainzoo.explainers.mechanics import generator, upsample
 
 from .tiny_nets import logits64, one_torch_thread, tiny_backbone, tiny_input
 

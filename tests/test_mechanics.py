@@ -257,7 +257,7 @@ def test_options_declare_what_scales_the_cost():
     assert explainer_class("scorecam").cost_options().keys() == {"max_channels", "batch_size"}
     assert explainer_class("scorecam").options["max_channels"].unbounded == 0
     assert explainer_class("occlusion").options["window"].cost == "inverse"
-    assert explainer_class("smoothgrad").options["samples"].cost == "passes"
+    assert explainer_class("smoothgrad").options["samples"].cost == "gradients"
     assert explainer_class("gradcam").cost_options() == {}
     for name in ("rise", "integrated_gradients", "ablationcam"):
         assert explainer_class(name).cost_options(), name

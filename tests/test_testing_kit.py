@@ -82,19 +82,21 @@ class LeavesHook(_Base):
 
 
 class LeavesGlobalHook(_Base):
-    """Registers a global module hook inside a step (the guard only restores module hooks)."""
+    """Registers a global module hook after the template (inside a step the guard removes it)."""
 
-    def combine(self, A, G, ctx):
-        torch_module.register_module_forward_hook(lambda *a: None)  # the guard cannot see global hooks
-        return super().combine(A, G, ctx)
+    def explain(self, backbone, x=None, target=None, layer=None):
+        exp = super().explain(backbone, x, target=target, layer=layer)
+        torch_module.register_module_forward_hook(lambda *a: None)  # never removed
+        return exp
 
 
 class LeavesTensorHook(_Base):
-    """Registers a hook on a parameter tensor inside a step."""
+    """Registers a hook on a parameter tensor after the template."""
 
-    def combine(self, A, G, ctx):
-        list(ctx.model.parameters())[-1].register_hook(lambda g: g)  # nor hooks on tensors
-        return super().combine(A, G, ctx)
+    def explain(self, backbone, x=None, target=None, layer=None):
+        exp = super().explain(backbone, x, target=target, layer=layer)
+        list(backbone.model.parameters())[-1].register_hook(lambda g: g)  # never removed
+        return exp
 
 
 class WritesGrad(_Base):
@@ -228,3 +230,21 @@ def test_a_plugin_cam_built_on_the_template_passes():
             return A.pow(2).sum(1)
 
     check_explainer(EnergyCAM)
+
+
+class HooksInsideAStep(_Base):
+    """Leaks a global hook and a tensor hook inside a template step: the template's guard removes both."""
+
+    def combine(self, A, G, ctx):
+        torch_module.register_module_forward_hook(lambda *a: None)
+        list(ctx.model.parameters())[-1].register_hook(lambda g: g)
+        return super().combine(A, G, ctx)
+
+
+def test_hooks_leaked_inside_a_step_are_removed_by_the_template():
+    before = sum(len(getattr(torch_module, n)) for n in dir(torch_module)
+                 if n.startswith("_global_") and n.endswith("_hooks"))
+    check_explainer(HooksInsideAStep)  # passes: the guard restored what the step left
+    after = sum(len(getattr(torch_module, n)) for n in dir(torch_module)
+                if n.startswith("_global_") and n.endswith("_hooks"))
+    assert after == before

@@ -13,7 +13,7 @@ import gradio as gr
 from ..display import MAX_OUTLIER_PERC, OUTLIER_PERC, reading_note, with_colorbar
 from ..files import png_file, result_files
 from ..policy import AUTO_TARGET
-from ..results import ExplainResult
+from ..results import SCORES, ExplainResult
 from .common import (
     TabContext,
     backbone_dropdown,
@@ -38,13 +38,21 @@ def _label_dict(result: ExplainResult) -> dict[str, float]:
     return out
 
 
+def _score_line(result: ExplainResult) -> str:
+    """"Class explained: tiger cat (#282, logit 9.35)", or the score when it is no plain class logit."""
+    desc = result.target_description
+    if not desc or desc.endswith("(logit)") or desc == result.target_label:
+        return f"**Class explained:** {result.target_label} (#{result.target}, logit {result.score:.2f})  \n"
+    return f"**Score explained:** {desc} = {result.score:.3f}  \n"
+
+
 def _info(result: ExplainResult, cmap: str, alpha: float) -> str:
     lines = []
     if result.warning:
         lines.append(f"⚠️ **RANDOM INIT**: {result.warning}")
     lines.append(
-        f"**Class explained:** {result.target_label} (#{result.target}, logit {result.score:.2f})  \n"
-        f"**Layer:** `{result.layer or 'input (this method works on the image)'}`  \n"
+        _score_line(result)
+        + f"**Layer:** `{result.layer or 'input (this method works on the image)'}`  \n"
         f"**Weights:** {result.weights}  \n"
         f"**Time:** {result.seconds * 1000:.0f} ms ({result.explainer} on {result.backbone})"
     )
@@ -62,6 +70,25 @@ def shown(result: ExplainResult, cmap: str = "jet", alpha: float = 0.5) -> dict[
         "info": _info(result, cmap, alpha),
         "files": result_files(result.overlay, raw_map, result.explainer, result.backbone, result.target),
     }
+
+
+#: The "contrast with" choice meaning: no contrast.
+NO_CONTRAST = "none"
+
+
+def _score_controls(service: Any, ctx: TabContext, preds: Any) -> tuple[Any, Any]:
+    """"Contrast with" (a second class: why the target rather than it) and "Score" (logit or probability)."""
+    contrast = gr.Dropdown(
+        [NO_CONTRAST, *service.class_choices(ctx.default, preds)[1:]],
+        value=NO_CONTRAST,
+        label="Contrast with",
+        info="why the target rather than this class (the map of the score difference)",
+        allow_custom_value=True,
+        elem_id="explain-contrast",
+    )
+    score = gr.Radio(list(SCORES), value="logit", label="Score", elem_id="explain-score",
+                     info="the class logit, or its softmax probability")
+    return contrast, score
 
 
 def _more_controls() -> tuple[Any, ...]:
@@ -126,6 +153,7 @@ def build(ctx: TabContext) -> None:
                 info="the top-5 predictions after a run, or type any class name or index (e.g. espresso, 967)",
                 allow_custom_value=True,
             )
+            contrast, score = _score_controls(service, ctx, preds)
             button = gr.Button("Explain", variant="primary", elem_id="explain-button")
             cmap, alpha, clip, options = _more_controls()
         overlay, raw, top5, info, files = _outputs(first)
@@ -145,6 +173,8 @@ def build(ctx: TabContext) -> None:
         alpha: float,
         options: str,
         outlier_perc: float = OUTLIER_PERC,
+        contrast: str = NO_CONTRAST,
+        score: str = "logit",
         progress: gr.Progress = gr.Progress(),  # noqa: B008 - Gradio's injection idiom
     ) -> tuple[Any, ...]:
         with user_errors():
@@ -159,21 +189,27 @@ def build(ctx: TabContext) -> None:
                 options,
                 progress_fn(progress),
                 outlier_perc=outlier_perc,
+                contrast=contrast,
+                score=score,
             )
             if result.warning:
                 gr.Warning(result.warning)
             choices = service.class_choices(backbone, result.predictions)
             out = shown(result, cmap, alpha)
-        update = gr.update(choices=choices)
-        return out["overlay"], out["raw"], out["top5"], out["info"], update, out["files"]
+        # the downloads and the contrast choices follow in a private step: the API's outputs stay five
+        later = (out["files"], [NO_CONTRAST, *choices[1:]])
+        return out["overlay"], out["raw"], out["top5"], out["info"], gr.update(choices=choices), later
 
     targets = lambda s, b: gr.update(choices=s.class_choices(b), value=AUTO_TARGET)  # noqa: E731
-    wire_backbone(ctx, backbone, status, [(layer, layer_update(layers, "default")), (target, targets)])
+    contrasts = lambda s, b: gr.update(choices=[NO_CONTRAST, *s.class_choices(b)[1:]], value=NO_CONTRAST)  # noqa: E731
+    wire_backbone(ctx, backbone, status, [(layer, layer_update(layers, "default")), (target, targets),
+                                          (contrast, contrasts)])
     method.change(on_explainer, [method], [method_info], api_visibility="private")
     button.click(
         run,
-        [image, backbone, method, layer, target, cmap, alpha, options, clip],
+        [image, backbone, method, layer, target, cmap, alpha, options, clip, contrast, score],
         [overlay, raw, top5, info, target, pending],
         api_name="explain",
         **ctx.model_event,
-    ).success(lambda f: f, [pending], [files], api_visibility="private", show_progress="hidden")
+    ).success(lambda p: (p[0], gr.update(choices=p[1])), [pending], [files, contrast], api_visibility="private",
+              show_progress="hidden")
