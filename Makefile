@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install test demo lint bench bench-quick bench-batch clean browser screenshots
+.PHONY: install test demo lint bench bench-quick bench-batch clean browser screenshots soak
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)

@@ -242,27 +242,33 @@ def ray_runs(folder: Path, tmp: Path, bs: int, rounds: int) -> dict:
     """1 and 2 actors (1 thread each) on a local 2-CPU Ray: steady rate and fixed cost.
 
     Each actor count runs a small job (``2 * bs`` images, so that both actors
-    get work) and the full job; the steady rate is the difference in images
-    over the difference in seconds, the fixed cost what the small job took
-    beyond its images at that rate (actor start-up: a fresh Python importing
-    torch and timm and building the backbone, the decode workers, the Ray
-    Data pipeline). ``ray.init`` itself is timed apart.
+    get work: its whole time is the cost of a job that is nearly all start-up)
+    and the full job. The steady rate is the compute phase of the full job
+    (the images after the first rows reach the driver, over that time), the
+    fixed cost the full job's time beyond its images at that rate (actor
+    start-up: a fresh Python importing torch and timm and building the
+    backbone, the decode workers, the Ray Data pipeline). ``ray.init`` is timed
+    apart. (Not the difference of the two jobs: start-up under contention
+    varies more between them than the images cost.)
     """
     import ray
 
     from explainzoo.batch import run_batch
 
     def job(src: Path, out: Path, actors: int) -> dict:
-        stamps: list[float] = []
+        stamps: list[tuple[float, int]] = []
         before = load()
         t0 = time.perf_counter()
         rep = run_batch([str(src)], [BACKBONE], [METHOD], out, engine="ray", actors=actors,
                         batch_size=bs, html=False, layer=LAYER,
-                        progress=lambda k: stamps.append(time.perf_counter() - t0))
+                        progress=lambda k: stamps.append((time.perf_counter() - t0, k)))
         total = time.perf_counter() - t0
         rec = {"actors": actors, "images": rep.images, "rows": rep.rows, "seconds": total,
-               "first_rows_s": stamps[0] if stamps else None, "job_img_s": rep.images / total,
+               "first_rows_s": stamps[0][0] if stamps else None, "job_img_s": rep.images / total,
                "load": [before, load()]}
+        if len(stamps) > 2:  # compute phase: the images after the first rows, over their time
+            rec["steady_img_s"] = sum(k for _, k in stamps[1:]) / (stamps[-1][0] - stamps[0][0])
+            rec["fixed_s"] = total - rep.images / rec["steady_img_s"]
         print(f"ray {actors} actor(s): {rec}", flush=True)
         return rec
 
@@ -285,14 +291,12 @@ def ray_runs(folder: Path, tmp: Path, bs: int, rounds: int) -> dict:
     finally:
         ray.shutdown()
     for a in (1, 2):
-        s_ = statistics.median(r["seconds"] for r in out["runs"] if r["actors"] == a and r["job_kind"] == "small")
-        f_ = statistics.median(r["seconds"] for r in out["runs"] if r["actors"] == a and r["job_kind"] == "full")
-        n_s = next(r["images"] for r in out["runs"] if r["job_kind"] == "small")
-        n_f = next(r["images"] for r in out["runs"] if r["job_kind"] == "full")
-        rate = (n_f - n_s) / (f_ - s_)
-        out[f"ray_{a}_actor_steady_img_s"] = rate
-        out[f"ray_{a}_actor_job_img_s"] = n_f / f_
-        out[f"ray_{a}_actor_fixed_s"] = s_ - n_s / rate
+        full = [r for r in out["runs"] if r["actors"] == a and r["job_kind"] == "full"]
+        small = [r for r in out["runs"] if r["actors"] == a and r["job_kind"] == "small"]
+        out[f"ray_{a}_actor_steady_img_s"] = statistics.median(r["steady_img_s"] for r in full)
+        out[f"ray_{a}_actor_job_img_s"] = statistics.median(r["job_img_s"] for r in full)
+        out[f"ray_{a}_actor_fixed_s"] = statistics.median(r["fixed_s"] for r in full)
+        out[f"ray_{a}_actor_small_job_s"] = statistics.median(r["seconds"] for r in small)
     out["ray_2_over_1"] = out["ray_2_actor_steady_img_s"] / out["ray_1_actor_steady_img_s"]
     out["ray_2_over_1_whole_job"] = out["ray_2_actor_job_img_s"] / out["ray_1_actor_job_img_s"]
     return out
