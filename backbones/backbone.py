@@ -201,7 +201,9 @@ class Backbone:
                 return index[key]
             raise unknown("class", target, self.labels, f"for {self.name}")
         if isinstance(target, float):
-            raise ExplainzooError(f"a class index must be a whole number, got {target!r}; pass an int or a class name")
+            raise ExplainzooError(
+                f"a class index must be a whole number, got {target!r}; pass an int or a class name"
+            )
         raise ExplainzooError(f"target must be a class index or name, got {target!r}")
 
     @cached_property
