@@ -56,6 +56,20 @@ def image_to_tensor(image: Any) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(arr)).permute(2, 0, 1).contiguous()
 
 
+def _uint8_rgb(image: Any) -> Tensor | None:
+    """A (3,H,W) uint8 view of an 8-bit RGB image (PIL or array), else None."""
+    if hasattr(image, "convert") and not isinstance(image, Tensor | np.ndarray):
+        arr = np.asarray(image.convert("RGB"))
+    elif isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
+        arr = image
+    else:
+        return None
+    if arr.shape[0] < 2 or arr.shape[1] < 2:
+        return None  # the float path says "too small"
+    # a channels-last (3,H,W) view: torch's uint8 kernels run on that layout
+    return torch.from_numpy(np.array(arr, copy=True)).permute(2, 0, 1)
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     """How a backbone wants its input: timm's data config, applied with torch.
@@ -75,8 +89,17 @@ class Preprocessing:
     crop_pct: float = 0.875
 
     def resize_crop(self, image: Any) -> Tensor:
-        """The (3,H,W) [0,1] image the model sees, before normalisation."""
-        t = image_to_tensor(image)
+        """The (3,H,W) [0,1] image the model sees, before normalisation.
+
+        8-bit RGB images (PIL, uint8 arrays) are resized in uint8, as timm's
+        PIL eval transform does (torch's uint8 antialiased kernels follow
+        Pillow's: within rounding of PIL's resize, and ~5x faster than a float
+        resize, which differs from PIL by ~1e-3 on average); anything else is
+        resized in float32.
+        """
+        t = _uint8_rgb(image)
+        if t is None:
+            t = image_to_tensor(image)
         h, w = self.input_size
         ih, iw = t.shape[-2:]
         if ih < 2 or iw < 2:
@@ -89,7 +112,10 @@ class Preprocessing:
         mode = "bicubic" if self.interpolation == "bicubic" else "bilinear"
         t = F.interpolate(t[None], size=(rh, rw), mode=mode, align_corners=False, antialias=True)[0]
         top, left = (rh - h) // 2, (rw - w) // 2
-        return t[:, top : top + h, left : left + w].clamp(0, 1).contiguous()
+        t = t[:, top : top + h, left : left + w]
+        if t.dtype == torch.uint8:
+            return t.float().div_(255.0).contiguous()
+        return t.clamp(0, 1).contiguous()
 
     def normalize(self, image: Tensor) -> Tensor:
         """(…,3,H,W) in [0,1] -> normalised model input."""

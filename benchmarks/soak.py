@@ -173,6 +173,12 @@ def _requests(backbones: list[str]) -> list[tuple[str, tuple[Any, ...], bool]]:
     return out
 
 
+def _milestones(trace: list[tuple[int, int]], n: int, parts: int = 10) -> dict[int, int]:
+    """Server RSS (MB) after every ``n / parts`` requests: a plateau or a climb."""
+    step = max(1, n // parts)
+    return {done: rss for done, rss in trace if done % step == 0 or done == n}
+
+
 def soak(n: int, clients: int, backbones: list[str], seed: int = 0) -> dict[str, Any]:
     """Serve the app, send ``n`` mixed requests from ``clients`` threads, return the figures."""
     from gradio_client import Client
@@ -191,6 +197,7 @@ def soak(n: int, clients: int, backbones: list[str], seed: int = 0) -> dict[str,
         lock = threading.Lock()
         Client(url, verbose=False).predict(*mix[0][1], api_name=mix[0][0])  # warm every path once
         rss_start = _status("VmRSS", proc.pid)
+        trace: list[tuple[int, int]] = []  # (requests done, server RSS MB) after each request
 
         def worker(k: int) -> None:
             client = Client(url, verbose=False, download_files=f"/tmp/explainzoo-soak-{os.getpid()}-{k}")
@@ -209,6 +216,9 @@ def soak(n: int, clients: int, backbones: list[str], seed: int = 0) -> dict[str,
                 with lock:
                     lat.append(time.perf_counter() - t0)
                     counts[kind] += 1
+                    trace.append((len(lat), round(_status("VmRSS", proc.pid) / 2**20)))
+                    if len(lat) % max(1, n // 20) == 0:  # progress on stderr: the figures go to stdout
+                        print(f"{len(lat)}/{n} requests, server RSS {trace[-1][1]} MB, {counts}", file=sys.stderr)
 
         threads = [threading.Thread(target=worker, args=(k,)) for k in range(clients)]
         t0 = time.perf_counter()
@@ -222,6 +232,7 @@ def soak(n: int, clients: int, backbones: list[str], seed: int = 0) -> dict[str,
             "requests": n, "clients": clients, "backbones": backbones, "wall_s": round(wall, 1),
             "rss_start_mb": round(rss_start / 2**20), "rss_end_mb": round(_status("VmRSS", proc.pid) / 2**20),
             "p50_s": round(q[49], 3), "p99_s": round(q[98], 3), **counts, "error_samples": samples,
+            "rss_trace_mb": _milestones(trace, n), "rss_max_mb": max(r for _, r in trace),
         }
     finally:
         proc.terminate()

@@ -31,6 +31,7 @@ from explainzoo.backbones.images import MAX_FILE_BYTES
 from .allowlist import refused_notice, restrict_plugins
 from .exposure import lock_down, queue_cancel_token
 from .files import CACHE_TTL_S, example_images, png_file, uploaded_image
+from .memory import limit_arenas
 from .results import ExplainResult
 from .service import DemoService, configure_offline_hub
 from .tabs import CONCURRENCY_ID, TABS, TabContext
@@ -119,8 +120,11 @@ def serve(
     Bounded queue (``queue_size`` waiting requests), ``max_file_size`` equal to
     the image loader's cap, no share link, no ``allowed_paths``, no MCP
     server, no server-side rendering, errors other than ``gr.Error`` not
-    shown to the client.
+    shown to the client. glibc's malloc arenas are capped at 2 unless
+    ``MALLOC_ARENA_MAX`` is set (:mod:`.memory`: RSS that plateaus instead of
+    keeping every worker thread's peak).
     """
+    limit_arenas(2)
     demo.queue(max_size=queue_size, default_concurrency_limit=concurrency_limit)
     demo.launch(
         server_name=host,

@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +24,7 @@ from explainzoo.backbones import (
     random_init_warning,
     remove_hook,
 )
-from explainzoo.explainers.deadline import BackboneBusy, check_deadline, current_deadlines
+from explainzoo.explainers.deadline import acquire
 
 __all__ = ["BackboneCache", "BackboneProfile", "LoadedBackbone", "grid_pixels", "hold", "load_entry", "measure"]
 
@@ -226,12 +225,7 @@ def measure(bb: Backbone) -> BackboneProfile:
 # --------------------------------------------------------------------------- the model lock
 
 
-#: Longest single wait for a lock, so a cancelled request stops waiting soon.
-_POLL_S = 0.1
-
-
-@contextmanager
-def hold(bb: Backbone, timeout: float) -> Iterator[None]:
+def hold(bb: Backbone, timeout: float) -> AbstractContextManager[None]:
     """Hold ``bb``'s (re-entrant) lock for the block, waiting at most ``timeout`` seconds.
 
     The wait is also bounded by the active deadlines (the request's) and
@@ -242,16 +236,4 @@ def hold(bb: Backbone, timeout: float) -> Iterator[None]:
         BackboneBusy: the lock did not come free in time ("busy, try again").
         DeadlineExceeded: the request ran out of time or was cancelled while waiting.
     """
-    lock = bb.lock
-    end = time.monotonic() + max(0.0, timeout)
-    ok = lock.acquire(blocking=False)
-    while not ok:
-        check_deadline()
-        left = min([end - time.monotonic(), *(d.remaining() for d in current_deadlines())])
-        if left <= 0:
-            raise BackboneBusy(f"backbone {bb.name} is busy with another request; try again in a moment")
-        ok = lock.acquire(timeout=min(left, _POLL_S))
-    try:
-        yield
-    finally:
-        lock.release()
+    return acquire(bb.lock, bb.name, timeout=timeout)

@@ -40,6 +40,7 @@ from explainzoo.explainers.deadline import Deadline
 from explainzoo.explainers.metrics import MAX_CASCADE_STEPS, MAX_STEPS
 
 from .budget import fit_budget, takes_gradients
+from .memory import request_memory
 
 __all__ = [
     "AUTO_TARGET",
@@ -206,14 +207,20 @@ def request_scoped(method: Callable[..., Any]) -> Callable[..., Any]:
     ``self.limits.request_deadline_s`` from now, cancelled when
     ``self.cancel_token()`` (called once, at the start, in the handler's
     thread: the app's token says whether the client is still there) turns
-    true. The library checks it between chunks; a nested call (the landing
+    true, with ``lock_wait=self.limits.lock_timeout_s``: every backbone-lock
+    wait inside, the library's too (evaluation), answers "busy" after that.
+    The library checks it between chunks; a nested call (the landing
     explanation, a tab calling another) runs under the outer deadline too.
+    When the outer request ends, freed memory goes back to the system
+    (:mod:`.memory`).
     """
 
     @functools.wraps(method)
     def run(self: Any, *args: Any, **kwargs: Any) -> Any:
         token = getattr(self, "cancel_token", None)
-        with Deadline(self.limits.request_deadline_s, cancel=token() if token else None):
+        cancel = token() if token else None
+        deadline = Deadline(self.limits.request_deadline_s, cancel=cancel, lock_wait=self.limits.lock_timeout_s)
+        with request_memory(), deadline:
             return method(self, *args, **kwargs)
 
     return run

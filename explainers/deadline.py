@@ -61,21 +61,20 @@ class Deadline:
             anything with ``is_set()`` (a :class:`threading.Event`), a
             ``cancelled``/``expired`` attribute (another :class:`Deadline`) or a
             callable returning True once cancelled.
+        lock_wait: the longest any backbone-lock wait under this deadline may
+            take, seconds (None: up to the deadline). A host sets it so a
+            request on a busy backbone is answered "busy" in seconds rather
+            than queued for its whole deadline.
 
     Use it as a context manager to make it active for a block (see the module
     docstring), or pass it to ``explain(..., deadline=d)``.
     """
 
-    def __init__(self, seconds: float | None = None, cancel: Any = None) -> None:
-        if seconds is not None:
-            if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
-                math.isfinite(seconds) and seconds > 0
-            ):
-                raise ExplainzooError(f"deadline must be a number of seconds > 0, got {seconds!r}")
-            seconds = float(seconds)
-        self.seconds = seconds
+    def __init__(self, seconds: float | None = None, cancel: Any = None, lock_wait: float | None = None) -> None:
+        self.seconds = _seconds(seconds, "deadline")
+        self.lock_wait = _seconds(lock_wait, "lock_wait")
         self.start = time.monotonic()
-        self.at = math.inf if seconds is None else self.start + seconds
+        self.at = math.inf if self.seconds is None else self.start + self.seconds
         self._event = threading.Event()
         self._outside = cancel
         self._tokens = threading.local()
@@ -139,6 +138,14 @@ class Deadline:
         return f"Deadline({limit}, remaining={self.remaining():.3g} s, cancelled={self.cancelled})"
 
 
+def _seconds(value: Any, what: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value > 0):
+        raise ExplainzooError(f"{what} must be a number of seconds > 0, got {value!r}")
+    return float(value)
+
+
 class _Entry(NamedTuple):
     deadline: Deadline | None
     what: str | None
@@ -198,10 +205,11 @@ def check_deadline() -> None:
 
 
 @contextmanager
-def acquire(lock: Any, name: str) -> Iterator[None]:
+def acquire(lock: Any, name: str, timeout: float | None = None) -> Iterator[None]:
     """Hold ``lock`` for the block, waiting at most the active deadlines' remaining time.
 
-    Without an active deadline it waits as long as it takes.
+    The wait is also bounded by ``timeout`` and by each active deadline's
+    ``lock_wait``; with none of these it waits as long as it takes.
 
     Raises:
         BackboneBusy: the lock did not come free in time (``name``: the backbone).
@@ -209,9 +217,12 @@ def acquire(lock: Any, name: str) -> Iterator[None]:
     """
     check_deadline()
     active = current_deadlines()
-    ok = lock.acquire(blocking=False) or not active and lock.acquire()
+    waits = [w for w in (timeout, *(d.lock_wait for d in active)) if w is not None]
+    end = time.monotonic() + min(waits) if waits else math.inf
+    bounded = bool(active or waits)
+    ok = lock.acquire(blocking=False) or not bounded and lock.acquire()
     while not ok:
-        left = min(d.remaining() for d in active)
+        left = min([end - time.monotonic(), *(d.remaining() for d in active)])
         if left <= 0:
             if any(d.cancelled for d in active):
                 check_deadline()  # cancelled while waiting: say so rather than "busy"

@@ -7,6 +7,8 @@ from __future__ import annotations
 import io
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -24,7 +26,8 @@ from explainzoo.demo.cli import main
 from explainzoo.demo.service import DemoService, Limits
 from explainzoo.explainers import CAMExplainer, explainer_class, explainer_registry
 from explainzoo.explainers.base import Context
-from explainzoo.explainers.deadline import BackboneBusy, DeadlineExceeded, check_deadline
+from explainzoo.explainers.deadline import BackboneBusy, Deadline, DeadlineExceeded, check_deadline
+from explainzoo.explainers.metrics.evaluation import evaluate
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "demo" / "examples"
 CHELSEA = str(EXAMPLES / "chelsea.jpg")
@@ -44,8 +47,14 @@ def lite0() -> DemoService:
 
 
 def test_gradient_methods_are_told_from_forward_only_ones_by_declaration():
-    for name, grad in [("smoothgrad", True), ("integrated_gradients", True), ("rise", False),
-                       ("occlusion", False), ("scorecam", False), ("gradcam", True)]:
+    for name, grad in [
+        ("smoothgrad", True),
+        ("integrated_gradients", True),
+        ("rise", False),
+        ("occlusion", False),
+        ("scorecam", False),
+        ("gradcam", True),
+    ]:
         assert budget.takes_gradients(explainer_class(name)) is grad, name
 
 
@@ -59,10 +68,14 @@ def test_backbone_profile_counts_flops_and_activations(lite0):
 def test_a_request_over_the_work_budget_names_the_setting_to_lower(lite0):
     lb = lite0.load(LITE0)
     tight = Limits(max_request_gflops=20.0)  # ~8 SmoothGrad passes of Lite0 (0.77 GFLOPs, x3 with a backward)
-    with pytest.raises(ExplainzooError, match=r"smoothgrad on .*lite0 needs ~17 passes with a backward "
-                                              r"\(this demo's budget there: 8\): lower samples \(now 16\) to 7"):
-        budget.fit_budget("smoothgrad", {"samples": 16, "batch_size": 8}, {"samples"}, lb.backbone, lb.profile,
-                          None, tight)
+    with pytest.raises(
+        ExplainzooError,
+        match=r"smoothgrad on .*lite0 needs ~17 passes with a backward "
+        r"\(this demo's budget there: 8\): lower samples \(now 16\) to 7",
+    ):
+        budget.fit_budget(
+            "smoothgrad", {"samples": 16, "batch_size": 8}, {"samples"}, lb.backbone, lb.profile, None, tight
+        )
     # a default over budget is lowered to fit instead
     opts = {"samples": 16, "batch_size": 8}
     out = budget.fit_budget("smoothgrad", opts, (), lb.backbone, lb.profile, None, tight)
@@ -79,16 +92,24 @@ def test_scorecam_every_channel_counts_as_all_channels(lite0):
         lite0.parse_options("scorecam", "max_channels=0")
     # past the per-option cap, max_channels=0 is still 1280 passes on Lite0's last layer
     with pytest.raises(ExplainzooError, match=r"needs ~1282 passes .* lower max_channels \(now 0\) to 998"):
-        budget.fit_budget("scorecam", {"max_channels": 0}, {"max_channels"}, lb.backbone, lb.profile, None,
-                          Limits(max_request_gflops=771.0))
+        budget.fit_budget(
+            "scorecam",
+            {"max_channels": 0},
+            {"max_channels"},
+            lb.backbone,
+            lb.profile,
+            None,
+            Limits(max_request_gflops=771.0),
+        )
 
 
 def test_a_chunk_over_the_memory_budget_names_the_batch_size(lite0):
     lb = lite0.load(LITE0)
     small = Limits(max_chunk_mb=200.0)  # Lite0 keeps ~51 MB of activations per image for a backward
     with pytest.raises(ExplainzooError, match=r"one chunk of 16 images .* lower batch_size \(now 16\) to 3"):
-        budget.fit_budget("smoothgrad", {"samples": 16, "batch_size": 16}, {"batch_size"}, lb.backbone,
-                          lb.profile, None, small)
+        budget.fit_budget(
+            "smoothgrad", {"samples": 16, "batch_size": 16}, {"batch_size"}, lb.backbone, lb.profile, None, small
+        )
     opts = {"samples": 16, "batch_size": 16}
     out = budget.fit_budget("smoothgrad", opts, (), lb.backbone, lb.profile, None, small)
     assert out["batch_size"] == 3
@@ -97,7 +118,8 @@ def test_a_chunk_over_the_memory_budget_names_the_batch_size(lite0):
 # --------------------------------------------------------------------------- item 4: deadlines, busy, cancel
 
 
-STARTED = threading.Event()
+STARTED, STOPPED = threading.Event(), threading.Event()
+OUTCOME: dict[str, bool] = {}
 
 
 class HungCAM(CAMExplainer):
@@ -108,9 +130,15 @@ class HungCAM(CAMExplainer):
 
     def combine(self, A, G, ctx: Context):
         STARTED.set()
-        while True:
-            check_deadline()
-            time.sleep(0.01)
+        try:
+            while True:
+                check_deadline()
+                time.sleep(0.01)
+        except DeadlineExceeded as exc:
+            OUTCOME["cancelled"] = exc.cancelled
+            raise
+        finally:
+            STOPPED.set()
 
 
 @pytest.fixture
@@ -118,6 +146,8 @@ def hung():
     infos = explainer_registry._scan()
     infos["hung_cam"] = PluginInfo("hung_cam", f"{__name__}:HungCAM", "explainzoo-demo-test")
     STARTED.clear()
+    STOPPED.clear()
+    OUTCOME.clear()
     try:
         yield "hung_cam"
     finally:
@@ -151,6 +181,43 @@ def test_a_hung_explainer_is_stopped_by_the_deadline_and_others_get_busy_then_su
     assert svc.explain(CHELSEA, LITE0, "gradcam").map.shape == (224, 224)  # the lock was released
 
 
+def test_every_lock_wait_of_a_request_is_bounded_by_the_lock_timeout_evaluate_too():
+    # Evaluate takes the backbone's lock inside the library (run_evaluation):
+    # the request's Deadline carries lock_wait, so it answers busy after the
+    # 0.5 s lock timeout, not after the 30 s deadline.
+    svc = DemoService([LITE0], limits=Limits(request_deadline_s=30.0, lock_timeout_s=0.5))
+    bb = svc._cache.get(LITE0).backbone
+    taken, release = threading.Event(), threading.Event()
+
+    def holder():
+        with bb.lock:
+            taken.set()
+            release.wait(30)
+
+    t = threading.Thread(target=holder)
+    t.start()
+    try:
+        assert taken.wait(10)
+        pil = Image.open(CHELSEA).convert("RGB")
+
+        def library_evaluation():  # the lock taken inside explainzoo.explainers.metrics
+            with Deadline(30, lock_wait=0.5):
+                evaluate([("chelsea", pil)], [bb], ["gradcam"], steps=2, sanity_steps=0, trials=1)
+
+        for call in (
+            library_evaluation,
+            lambda: svc.evaluate(CHELSEA, [LITE0], ["gradcam"], 2, 0),
+            lambda: svc.explain(CHELSEA, LITE0, "gradcam"),
+        ):
+            t0 = time.monotonic()
+            with pytest.raises(BackboneBusy, match="busy with another request"):
+                call()
+            assert 0.4 < time.monotonic() - t0 < 5
+    finally:
+        release.set()
+        t.join(10)
+
+
 def test_a_cancelled_request_stops_and_releases_the_lock(hung):
     svc = DemoService([LITE0], limits=Limits(request_deadline_s=60.0))
     gone = threading.Event()
@@ -165,6 +232,45 @@ def test_a_cancelled_request_stops_and_releases_the_lock(hung):
     assert time.monotonic() - t0 < 5
     svc.cancel_token = lambda: None
     assert svc.explain(CHELSEA, LITE0, "gradcam").map.shape == (224, 224)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_client_that_disconnects_has_its_request_cancelled(hung):
+    # A real client in a child process, killed while its request runs: Gradio
+    # sees the event stream close, the queue token fires, the library's next
+    # deadline check stops the work (long before the 120 s deadline).
+    from explainzoo.demo.app import build_demo, serve
+
+    svc = DemoService([LITE0], limits=Limits(request_deadline_s=120.0))
+    port = _free_port()
+    demo = serve(
+        build_demo(svc, concurrency_limit=2, landing=False),
+        "127.0.0.1",
+        port,
+        prevent_thread_lock=True,
+        quiet=True,
+    )
+    code = (
+        "from gradio_client import Client, handle_file\n"
+        f"c = Client('http://127.0.0.1:{port}/', verbose=False)\n"
+        f"c.predict(handle_file({CHELSEA!r}), {LITE0!r}, {hung!r}, api_name='/explain')\n"
+    )
+    client = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        assert STARTED.wait(90), "the request never started"
+        t0 = time.monotonic()
+        client.kill()
+        client.wait(10)
+        assert STOPPED.wait(30), "the work went on after its client left"
+        assert OUTCOME == {"cancelled": True} and time.monotonic() - t0 < 30
+    finally:
+        client.kill()
+        demo.close()
 
 
 def test_limits_from_the_environment():

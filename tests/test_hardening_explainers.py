@@ -136,6 +136,11 @@ def test_busy_backbone_times_out_with_a_clear_error(tiny):
         with pytest.raises(BackboneBusy, match="backbone tiny is busy with another request; try again"):
             explain("gradcam", tiny, tiny_input(), deadline=0.3)
         assert 0.25 < time.monotonic() - t0 < 3
+        # a deadline's lock_wait bounds the wait well before the deadline itself
+        t0 = time.monotonic()
+        with Deadline(60, lock_wait=0.3), pytest.raises(BackboneBusy, match="backbone tiny is busy"):
+            explain("gradcam", tiny, tiny_input())
+        assert 0.25 < time.monotonic() - t0 < 3
     finally:
         release.set()
         t.join()
@@ -146,6 +151,8 @@ def test_busy_backbone_times_out_with_a_clear_error(tiny):
 def test_bad_deadline_values(bad):
     with pytest.raises(ExplainzooError, match="deadline must be a number of seconds > 0"):
         Deadline(bad)
+    with pytest.raises(ExplainzooError, match="lock_wait must be a number of seconds > 0"):
+        Deadline(60, lock_wait=bad)
 
 
 # -- item 9: the template checks every result ---------------------------------------------

@@ -56,3 +56,22 @@ def test_bad_images_are_clear_errors():
         image_to_tensor(np.zeros((4, 4, 5), np.uint8))
     with pytest.raises(ExplainzooError, match="dtype"):
         image_to_tensor(np.zeros((4, 4, 3), np.int64))
+
+
+@pytest.mark.parametrize("interpolation", ["bicubic", "bilinear"])
+def test_8_bit_images_are_resized_as_timms_pil_transform_does(interpolation):
+    from skimage import data
+
+    photo = Image.fromarray(data.chelsea())  # 451x300 -> short side 256 -> 384x256, centre 224
+    pre = Preprocessing(input_size=(224, 224), mean=(0, 0, 0), std=(1, 1, 1), interpolation=interpolation)
+    resample = Image.BICUBIC if interpolation == "bicubic" else Image.BILINEAR
+    ref = np.asarray(photo.resize((385, 256), resample)).astype(np.float32) / 255  # round(451*256/300)=385
+    top, left = (256 - 224) // 2, (385 - 224) // 2
+    ref_t = torch.from_numpy(ref[top : top + 224, left : left + 224].copy()).permute(2, 0, 1)
+    for image in (photo, np.asarray(photo)):
+        x = pre.resize_crop(image)
+        diff = (x - ref_t).abs()
+        assert float(diff.max()) <= 1.5 / 255 and float(diff.mean()) < 1e-4  # PIL's rounding only
+    # a float image takes the float path: the same picture within a float resize's difference
+    x_float = pre.resize_crop(image_to_tensor(photo))
+    assert float((x_float - ref_t).abs().mean()) < 3e-3

@@ -27,6 +27,7 @@ from torch import Tensor
 from explainzoo.backbones import Backbone, ExplainzooError
 
 from ..base import Explainer
+from ..deadline import BackboneBusy, DeadlineExceeded
 from ..result import Explanation
 from .baselines import random_baseline, random_maps
 from .curves import MAX_STEPS, deletion, insertion
@@ -220,6 +221,8 @@ def _evaluate_image(
             ev.fractions = curves.pop("fractions")
             ev.curves[key][ex_name] = curves
             ev.maps[key][ex_name] = exp.maps[0]  # type: ignore[index]
+        except (BackboneBusy, DeadlineExceeded):
+            raise  # the whole call's condition, not this pair's
         except ExplainzooError as exc:
             row.error = str(exc)
         ev.rows.append(row)
@@ -232,6 +235,8 @@ def _evaluate_image(
                             reference if sanity_steps > 0 else None)
         ev.fractions = curves.pop("fractions")
         ev.curves[key][RANDOM] = curves
+    except (BackboneBusy, DeadlineExceeded):
+        raise
     except ExplainzooError as exc:
         row.error = str(exc)
     ev.rows.append(row)
