@@ -10,6 +10,8 @@ it on out-of-memory, retrying the same images, so none is lost.
 
 from __future__ import annotations
 
+import functools
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -46,8 +48,17 @@ def _collate(batch: list[tuple[int, Decoded]]) -> list[tuple[int, Decoded]]:
     return batch
 
 
-def _init_worker(_: int) -> None:
+#: How much lower the decode workers' CPU priority is when the model runs on
+#: the CPU (``os.nice``): decoding then takes the cores only when the model's
+#: threads leave them idle, instead of stalling a parallel region of the
+#: forward pass; when the model waits for images, the workers get the CPU.
+WORKER_NICENESS = 10
+
+
+def _init_worker(_: int, niceness: int = 0) -> None:
     torch.set_num_threads(1)
+    if niceness and hasattr(os, "nice"):
+        os.nice(niceness)  # lowering one's own priority needs no privilege
 
 
 class BatchSizer:
@@ -118,7 +129,9 @@ def run_local(
             batch_size=sizer.load_size,
             num_workers=spec.workers,
             collate_fn=_collate,
-            worker_init_fn=_init_worker if spec.workers else None,
+            worker_init_fn=functools.partial(_init_worker, niceness=WORKER_NICENESS if device.type == "cpu" else 0)
+            if spec.workers
+            else None,
             prefetch_factor=2 if spec.workers else None,
         )
         for batch in loader:

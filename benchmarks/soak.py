@@ -10,8 +10,9 @@ Two modes, never a unit test (too slow)::
 requests from ``--clients`` ``gradio_client`` threads: Explain with cheap and
 costly methods, Compare explainers, Filters, Activations, Evaluate, plus a few
 requests that must be refused (over a cap). It reports the server's RSS at
-start and end, p50 / p99 latency, errors (other than the expected refusals)
-and busy / 503 answers.
+start and end, after every tenth of the requests (``rss_trace_mb``: a plateau
+or a climb) and its highest sample, p50 / p99 latency, errors (other than the
+expected refusals) and busy / 503 answers; progress goes to stderr.
 
 ``heaviest`` runs, for each offered backbone in its own process, the
 costliest request the demo allows on it: every costly method with its

@@ -295,3 +295,25 @@ def test_shards_and_manifests_of_an_older_writer_still_read_and_resume(job, tmp_
     photos = Path(manifest["spec"]["inputs"][0])
     again = run_batch([str(photos)], [BB], METHODS, old, html=False, **SETTINGS)
     assert again.written == 0 and again.rows == 10
+
+
+@pytest.mark.skipif(not hasattr(os, "nice"), reason="process priorities are POSIX")
+def test_decode_workers_yield_the_cpu_to_the_model_on_cpu(photos, tmp_path, monkeypatch):
+    # The DataLoader worker of a CPU job runs at a lower priority (so decoding
+    # fills idle time rather than stalling the forward pass's threads); the
+    # main process keeps its own.
+    from explainzoo.batch import local
+
+    original = local._init_worker
+    seen = tmp_path / "worker.txt"
+
+    def spy(worker_id: int, niceness: int = 0) -> None:
+        original(worker_id, niceness)
+        seen.write_text(f"{os.nice(0)} {torch.get_num_threads()}")
+
+    base = os.nice(0)
+    monkeypatch.setattr(local, "_init_worker", spy)
+    settings = {**SETTINGS, "workers": 1}
+    run_batch([str(photos)], [BB], ["gradcam"], tmp_path / "out", **settings)
+    assert seen.read_text() == f"{min(19, base + local.WORKER_NICENESS)} 1"
+    assert os.nice(0) == base
