@@ -139,7 +139,8 @@ class Limits:
             backbone's FLOPs per image, a pass with a backward counted
             ``gradient_factor`` times (env ``EXPLAINZOO_MAX_REQUEST_GFLOPS``).
         max_chunk_mb: activation memory of one chunk: images per pass x one
-            image's activations (env ``EXPLAINZOO_MAX_CHUNK_MB``).
+            image's activations (env ``EXPLAINZOO_MAX_CHUNK_MB``); 256 keeps the
+            heaviest request under 1 GB of RSS growth (benchmarks/NOTES.md, "Soak").
         gradient_factor: cost of a forward-and-backward pass in forward passes.
     """
 
@@ -158,7 +159,7 @@ class Limits:
     lock_timeout_s: float = 10.0
     max_pixels: int = 16_000_000
     max_request_gflops: float = 1000.0
-    max_chunk_mb: float = 384.0
+    max_chunk_mb: float = 256.0
     gradient_factor: float = 3.0
 
     def __post_init__(self) -> None:
