@@ -58,7 +58,7 @@ def image_to_tensor(image: Any) -> Tensor:
 
 def _uint8_rgb(image: Any) -> Tensor | None:
     """A (3,H,W) uint8 view of an 8-bit RGB image (PIL or array), else None."""
-    if hasattr(image, "convert") and not isinstance(image, Tensor | np.ndarray):
+    if hasattr(image, "convert"):  # PIL, as in image_to_tensor
         arr = np.asarray(image.convert("RGB"))
     elif isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3:
         arr = image

@@ -64,10 +64,10 @@ def _reset_peak() -> None:
 def heaviest_one(name: str, methods: tuple[str, ...] = HEAVY) -> list[dict[str, Any]]:
     """In this process: the heaviest allowed request of each of ``methods`` on ``name``."""
     from explainzoo.demo import budget
-    from explainzoo.demo.cache import hold
     from explainzoo.demo.policy import _bounds
     from explainzoo.demo.service import DemoService
     from explainzoo.explainers import create_explainer, explainer_class
+    from explainzoo.explainers.deadline import acquire
 
     svc = DemoService([name], cache_size=1)
     image = str(EXAMPLES / "chelsea.jpg")
@@ -86,7 +86,7 @@ def heaviest_one(name: str, methods: tuple[str, ...] = HEAVY) -> list[dict[str, 
             elif cap is not None and isinstance(o.default, int):
                 caps[key] = cap
         caps = svc.parse_options(method, caps)
-        with hold(lb.backbone, svc.limits.lock_timeout_s):
+        with acquire(lb.backbone.lock, lb.backbone.name):
             opts = budget.fit_budget(method, caps, (), lb.backbone, lb.profile, None, svc.limits)
         given = {k: v for k, v in opts.items() if cls.options[k].cost}
         cost = create_explainer(method, **opts).estimate(lb.backbone)

@@ -15,10 +15,11 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor
+
+from explainzoo.demo.memory import glibc
 
 # -- interleaving ------------------------------------------------------------
 
@@ -220,22 +221,9 @@ _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 TIMING_MMAP_THRESHOLD = 32 * 2**20
 
 
-def _libc() -> Any:
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallopt  # noqa: B018 - glibc only
-        libc.malloc_trim  # noqa: B018
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
 def set_mmap_threshold(nbytes: int) -> bool:
     """Fix glibc's mmap threshold (False where not glibc)."""
-    libc = _libc()
+    libc = glibc()
     if libc is None:
         return False
     ok = bool(libc.mallopt(_M_MMAP_THRESHOLD, int(nbytes)))
@@ -252,7 +240,7 @@ def exact_heap() -> Iterator[bool]:
     call's real peak rather than whatever an earlier call left cached in the
     heap. Slower (page faults): only for memory measurements, never timings.
     """
-    libc = _libc()
+    libc = glibc()
     if libc is None:
         yield False
         return

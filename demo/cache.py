@@ -1,5 +1,5 @@
 """The demo's backbones: loaded once, with their UI choices and cost profile, in a bounded
-thread-safe LRU cache; :func:`hold` takes a backbone's lock within the request's time.
+thread-safe LRU cache.
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ import logging
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,9 +23,8 @@ from explainzoo.backbones import (
     random_init_warning,
     remove_hook,
 )
-from explainzoo.explainers.deadline import acquire
 
-__all__ = ["BackboneCache", "BackboneProfile", "LoadedBackbone", "grid_pixels", "hold", "load_entry", "measure"]
+__all__ = ["BackboneCache", "BackboneProfile", "LoadedBackbone", "grid_pixels", "load_entry", "measure"]
 
 logger = logging.getLogger(__name__)
 
@@ -220,20 +218,3 @@ def measure(bb: Backbone) -> BackboneProfile:
     sizes = [t.untyped_storage().nbytes() for t in outputs.values()]
     params = sum(p.numel() for p in bb.model.parameters())
     return BackboneProfile(flops[0], int(sum(sizes)), int(max(sizes, default=0)), int(params))
-
-
-# --------------------------------------------------------------------------- the model lock
-
-
-def hold(bb: Backbone, timeout: float) -> AbstractContextManager[None]:
-    """Hold ``bb``'s (re-entrant) lock for the block, waiting at most ``timeout`` seconds.
-
-    The wait is also bounded by the active deadlines (the request's) and
-    stops when the request is cancelled; the library's own ``acquire``
-    inside the block then finds the lock already held by this thread.
-
-    Raises:
-        BackboneBusy: the lock did not come free in time ("busy, try again").
-        DeadlineExceeded: the request ran out of time or was cancelled while waiting.
-    """
-    return acquire(bb.lock, bb.name, timeout=timeout)

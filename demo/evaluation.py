@@ -11,10 +11,11 @@ from PIL import Image
 
 from explainzoo.backbones import ExplainzooError
 from explainzoo.backbones.images import load_image
+from explainzoo.explainers.deadline import acquire
 
 from . import policy
 from .budget import fit_budget
-from .cache import LoadedBackbone, hold
+from .cache import LoadedBackbone
 from .policy import DEFAULT_EVALUATE_STEPS
 from .report import curve_figure, summary
 from .report import evaluate as run_evaluation
@@ -86,7 +87,7 @@ class EvaluateTab:
             report(0.1 * i / len(names), f"loading {name}")
             loaded.append(self._cache.get(name))
         for lb in loaded:  # each method's options within the request budget on every backbone
-            with hold(lb.backbone, lim.lock_timeout_s):
+            with acquire(lb.backbone.lock, lb.backbone.name):
                 options = {m: fit_budget(m, o, (), lb.backbone, lb.profile, None, lim) for m, o in options.items()}
         units = len(names) * (len(methods) + 1)
         done = [0]

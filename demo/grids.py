@@ -8,10 +8,10 @@ from typing import Any
 from explainzoo.backbones import ExplainzooError
 from explainzoo.backbones.images import load_image
 from explainzoo.explainers import create_explainer
+from explainzoo.explainers.deadline import acquire
 from explainzoo.explainers.render import tile_grid
 
 from . import policy
-from .cache import hold
 from .policy import DEFAULT_BACKBONE, DISPLAY_SIDE
 from .results import GridResult, ProgressFn, quiet
 
@@ -43,7 +43,7 @@ class GridTabs:
                 f"{self.limits.max_grid_pixels / 1e6:.1f} MP): pick an earlier or thinner layer"
             )
         report(0.5, "drawing the filters")
-        with hold(lb.backbone, self.limits.lock_timeout_s):
+        with acquire(lb.backbone.lock, lb.backbone.name):
             exp = create_explainer("filters").explain(lb.backbone, None, layer=layer)
         grid = exp.grid[0]  # type: ignore[index]
         tiles = exp.tiles.shape[1] if exp.tiles is not None else 0
@@ -75,7 +75,7 @@ class GridTabs:
         x = bb.preprocessing.normalize(shown)[None].float()
         report(0.5, f"capturing {lyr}")
         t0 = time.perf_counter()
-        with hold(bb, self.limits.lock_timeout_s):
+        with acquire(bb.lock, bb.name):
             exp = create_explainer("activations", order="strength", max_channels=k).explain(bb, x, layer=lyr)
         seconds = time.perf_counter() - t0
         grid = exp.grid[0]  # type: ignore[index]

@@ -22,6 +22,8 @@ import ctypes.util
 import functools
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 __all__ = ["glibc", "limit_arenas", "release_memory", "request_memory"]
@@ -69,17 +71,17 @@ def release_memory() -> bool:
     return True
 
 
-class request_memory:  # noqa: N801 - used like a function: ``with request_memory():``
-    """Context manager: :func:`release_memory` when the outermost request of this thread ends.
+@contextmanager
+def request_memory() -> Iterator[None]:
+    """:func:`release_memory` when the outermost request of this thread ends (failed or not).
 
     Nested requests (a tab calling another, the landing explanation) trim once,
     at the outer exit, after their tensors are gone.
     """
-
-    def __enter__(self) -> None:
-        _depth.n = getattr(_depth, "n", 0) + 1
-
-    def __exit__(self, *exc: object) -> None:
+    _depth.n = getattr(_depth, "n", 0) + 1
+    try:
+        yield
+    finally:
         _depth.n -= 1
         if _depth.n == 0:
             release_memory()

@@ -12,7 +12,7 @@ through the library's safe loader (:mod:`explainzoo.backbones.images`).
 Backbones are loaded once (pretrained weights when reachable offline, else
 random init with a visible warning) and kept in a bounded, thread-safe LRU
 cache (:mod:`.cache`). Explanations on one backbone are serialised by its
-lock, taken here with a timeout (:func:`.cache.hold`: "busy, try again");
+lock, whose waits the request deadline bounds (``lock_wait``: "busy, try again");
 every tab method runs under a request deadline that the client's disconnection
 cancels (:func:`.policy.request_scoped`, :attr:`DemoService.cancel_token`),
 and an explainer call is bounded as a whole on its backbone
@@ -45,11 +45,12 @@ from explainzoo.explainers import (
     list_explainers,
 )
 from explainzoo.explainers import targets as T
+from explainzoo.explainers.deadline import acquire
 from explainzoo.explainers.render import overlay
 
 from . import display, policy
 from .budget import fit_budget
-from .cache import BackboneCache, LoadedBackbone, hold, load_entry
+from .cache import BackboneCache, LoadedBackbone, load_entry
 from .comparisons import CompareTabs
 from .evaluation import EVALUATE_COLUMNS, EvaluateTab
 from .grids import GridTabs
@@ -388,12 +389,12 @@ class DemoService(CompareTabs, EvaluateTab, GridTabs):
         options: Mapping[str, Any],
         given: Any = (),
     ) -> tuple[Explanation, Tensor, list[Prediction], float]:
-        """One explainer call on ``lb`` holding its lock (with a timeout), its options within
+        """One explainer call on ``lb`` holding its lock, its options within
         the request budget (``given``: the option names the caller set; the others may be lowered)."""
         bb = lb.backbone
         shown = bb.preprocessing.resize_crop(image)
         x = bb.preprocessing.normalize(shown)[None].float()
-        with hold(bb, self.limits.lock_timeout_s):
+        with acquire(bb.lock, bb.name):  # waits at most the request's lock_wait
             opts = fit_budget(explainer, options, given, bb, lb.profile, layer, self.limits)
             t0 = time.perf_counter()
             exp = create_explainer(explainer, **opts).explain(bb, x, target=target, layer=layer)

@@ -205,11 +205,11 @@ def check_deadline() -> None:
 
 
 @contextmanager
-def acquire(lock: Any, name: str, timeout: float | None = None) -> Iterator[None]:
+def acquire(lock: Any, name: str) -> Iterator[None]:
     """Hold ``lock`` for the block, waiting at most the active deadlines' remaining time.
 
-    The wait is also bounded by ``timeout`` and by each active deadline's
-    ``lock_wait``; with none of these it waits as long as it takes.
+    The wait is also bounded by each active deadline's ``lock_wait``; without
+    an active deadline it waits as long as it takes.
 
     Raises:
         BackboneBusy: the lock did not come free in time (``name``: the backbone).
@@ -217,10 +217,9 @@ def acquire(lock: Any, name: str, timeout: float | None = None) -> Iterator[None
     """
     check_deadline()
     active = current_deadlines()
-    waits = [w for w in (timeout, *(d.lock_wait for d in active)) if w is not None]
+    waits = [d.lock_wait for d in active if d.lock_wait is not None]
     end = time.monotonic() + min(waits) if waits else math.inf
-    bounded = bool(active or waits)
-    ok = lock.acquire(blocking=False) or not bounded and lock.acquire()
+    ok = lock.acquire(blocking=False) or not active and lock.acquire()
     while not ok:
         left = min([end - time.monotonic(), *(d.remaining() for d in active)])
         if left <= 0:
