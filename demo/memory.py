@@ -11,7 +11,8 @@ holds every peak at once, and its RSS climbs for hours before it plateaus
 :func:`limit_arenas` caps the arenas at server start (what the
 ``MALLOC_ARENA_MAX`` environment variable does, when the operator did not set
 it); :func:`release_memory` hands free heap memory back after each request
-(``malloc_trim(0)``: a few ms on a large heap, against requests of 0.1-60 s).
+(``malloc_trim(0)``: small against a request; figures in
+benchmarks/NOTES.md, "Soak").
 Both are no-ops where the C library is not glibc (musl, macOS, Windows).
 """
 
